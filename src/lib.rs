@@ -1,17 +1,49 @@
 //! backprop-server: trains small neural networks by backpropagation over HTTP, with the
 //! numbers of the course's NumPy notebook.
+//!
+//! `nn` is the numeric core (no HTTP in it); `api` is the thin HTTP layer over it; `store`
+//! holds the sessions they share.
 
+pub mod api;
 pub mod config;
+pub mod datasets;
+pub mod error;
 pub mod nn;
+pub mod store;
 
+use std::future::Future;
+use std::time::Duration;
+
+pub use api::{AppState, app};
 pub use config::Config;
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets running requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let _ = (listener, config, shutdown);
-    todo!("the HTTP layer is being written")
+    let state = AppState::new(config);
+    let sweeper = state.store().ttl().map(|ttl| {
+        let state = state.clone();
+        // Sweep often enough that a session lives at most ~10% past its TTL.
+        let every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let gone = state.store().expire_idle();
+                if gone > 0 {
+                    tracing::info!(sessions = gone, "expired idle sessions");
+                }
+            }
+        })
+    });
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+    result
 }

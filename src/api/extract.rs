@@ -1,0 +1,164 @@
+//! Request parsing at the edge: JSON bodies and query parameters, with every rejection one
+//! of our problem responses (axum's own rejections are plain text).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Bodies above this size are parsed on a blocking worker, not on the async runtime.
+const PARSE_INLINE_MAX: usize = 256 * 1024;
+
+/// A JSON body parsed into `T`; an empty body is 400 `invalid_json`.
+pub struct ApiJson<T>(pub T);
+
+/// A JSON body parsed into `T`, or `None` for an empty body (any content type).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        match OptionalJson::<T>::from_request(req, state).await?.0 {
+            Some(v) => Ok(Self(v)),
+            None => Err(ApiError::InvalidJson(
+                "the body is empty; this request needs a JSON body \
+                 (with curl: --json '{...}')"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        let limit = state.config().max_body_bytes;
+        let too_large = || {
+            ApiError::BodyTooLarge(format!(
+                "the body is larger than this server's limit of {limit} bytes \
+                 (--max-body-bytes); send less data per request"
+            ))
+        };
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| too_large())?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        if !content_type.as_deref().is_some_and(is_json) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body's Content-Type is {}; send JSON with \
+                 'Content-Type: application/json' (with curl: --json '{{...}}' sets it)",
+                content_type.map_or("missing".to_owned(), |c| format!("{c:?}"))
+            )));
+        }
+        let value = if bytes.len() <= PARSE_INLINE_MAX {
+            parse(&bytes)?
+        } else {
+            state.compute(move || parse(&bytes)).await??
+        };
+        Ok(Self(Some(value)))
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses JSON, naming the path of a badly formed value (`layers[1]: invalid type ...`).
+pub fn parse<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        classify(&inner, &path)
+    })?;
+    de.end().map_err(|e| classify(&e, "."))?;
+    Ok(value)
+}
+
+fn classify(e: &serde_json::Error, path: &str) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => {
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            ApiError::InvalidRequest(format!("{at}{e}"))
+        }
+        Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(format!(
+            "the body is not valid JSON: {e} (numbers must fit an IEEE f64; no NaN or Infinity)"
+        )),
+    }
+}
+
+/// Query parameters as name/value pairs, parsed by hand so each fault gets its own code.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(q)
+            .map(Self)
+            .map_err(|e| ApiError::InvalidRequest(format!("the query string is malformed: {e}")))
+    }
+}
+
+impl QueryParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An integer parameter in `min..=max`: not an integer is 400, out of range 422.
+    pub fn int(&self, name: &str, min: u64, max: u64) -> ApiResult<Option<u64>> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::InvalidRequest(format!(
+                "{name}={raw:?} is not an integer; {name} takes an integer from {min} to {max}"
+            )));
+        }
+        match raw.parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(ApiError::InvalidValue(format!(
+                "{name}={raw} is out of range; {name} takes an integer from {min} to {max}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The HTTP layer: one file per resource, each with its handlers and `router()`.
+//! Handlers parse, call the core on a blocking worker, and shape the answer.
+
+mod datasets;
+mod extract;
+mod health;
+mod sessions;
+mod training;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::store::Store;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    config: Config,
+    store: Store,
+    workers: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Self {
+        let store = Store::new(config.max_sessions, config.session_ttl_secs);
+        let workers = Arc::new(Semaphore::new(config.workers.max(1) as usize));
+        Self(Arc::new(Inner {
+            config,
+            store,
+            workers,
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn train_time_limit(&self) -> Duration {
+        Duration::from_secs_f64(self.0.config.train_time_limit_secs)
+    }
+
+    /// Runs CPU work on tokio's blocking pool, at most `--workers` at a time. Waiting for a
+    /// permit holds no thread; a panic in `f` becomes a 500, not a crash.
+    pub async fn compute<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> ApiResult<T> {
+        let permit = self
+            .0
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::Internal(format!("worker semaphore closed: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("a worker failed: {e}")))
+    }
+}
+
+/// The whole application; tests and `main` serve this.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .merge(health::router())
+        .merge(datasets::router())
+        .merge(sessions::router())
+        .merge(training::router())
+        .fallback(unknown_route)
+        .with_state(state.clone());
+    // The layers wrap the routed service as a whole: the token is checked before routing,
+    // and the 405 rewrite sees the `Allow` header axum adds after its route layers.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::map_response(problem_for_405))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn unknown_route(req: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {} {}; see GET /openapi.yaml for the routes (paths are exact: no trailing slash)",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// axum answers a wrong method with an empty 405 and an `Allow` header; give it our body.
+async fn problem_for_405(resp: Response) -> Response {
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let mut out = ApiError::MethodNotAllowed(format!(
+        "this route does not take that method; it takes {allowed}"
+    ))
+    .into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// With `--token`, every route but the health check and the spec needs `Bearer <token>`.
+/// Runs before routing, so an unknown route without a token is 401, not 404.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.config().token else {
+        return next.run(req).await;
+    };
+    if matches!(req.uri().path(), "/healthz" | "/openapi.yaml") {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => next.run(req).await,
+        Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
+        None => ApiError::Unauthorized(
+            "this server needs a token: send 'Authorization: Bearer <token>'".into(),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,398 @@
+//! Sessions: create, list, read, delete, and the two changes that are not training,
+//! `PUT /dataset` and `PUT /weights`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::AppState;
+use super::datasets::unknown_builtin;
+use super::extract::{ApiJson, QueryParams};
+use super::wire::{LabelsWire, Matrices, Samples, Vectors};
+use crate::datasets::{StoredDataset, builtin};
+use crate::error::{ApiError, ApiResult};
+use crate::nn::{Activation, Dataset, GradReduction, Init, NetConfig, Network, Params};
+use crate::store::{Entry, InitEcho, Session};
+
+/// Networks with more parameters than this are built on a worker, not on the runtime.
+const BUILD_INLINE_MAX: u128 = 100_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions", get(list).post(create))
+        .route("/sessions/{id}", get(read).delete(remove))
+        .route("/sessions/{id}/dataset", put(put_dataset))
+        .route("/sessions/{id}/weights", get(read_weights).put(put_weights))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ActivationWire {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ReductionWire {
+    Sum,
+    Mean,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum MethodWire {
+    NumpyRand,
+    Xavier,
+    He,
+    Explicit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitWire {
+    method: Option<MethodWire>,
+    seed: Option<i64>,
+    weights: Option<Vec<Vec<Vec<f64>>>>,
+    biases: Option<Vec<Vec<f64>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    layers: Vec<i64>,
+    activation: Option<ActivationWire>,
+    learning_rate: Option<f64>,
+    grad_reduction: Option<ReductionWire>,
+    bias: Option<bool>,
+    init: Option<InitWire>,
+}
+
+impl CreateRequest {
+    /// Parse, don't validate: from here on the core sees only a valid config and init.
+    fn into_domain(self, max_parameters: u64) -> ApiResult<(NetConfig, Init)> {
+        let n = self.layers.len();
+        if !(2..=crate::nn::MAX_LAYERS + 1).contains(&n) {
+            return Err(ApiError::InvalidValue(format!(
+                "layers has {n} sizes; it takes 2 to {} sizes [n_in, ..., n_out], \
+                 e.g. [4, 3] or [4, 4, 3]",
+                crate::nn::MAX_LAYERS + 1
+            )));
+        }
+        let mut layers = Vec::with_capacity(n);
+        for (k, &size) in self.layers.iter().enumerate() {
+            match usize::try_from(size) {
+                Ok(s) if s >= 1 => layers.push(s),
+                _ => {
+                    return Err(ApiError::InvalidValue(format!(
+                        "layers[{k}] is {size}; every layer size must be at least 1"
+                    )));
+                }
+            }
+        }
+        let mut config = NetConfig::new(layers);
+        if let Some(a) = self.activation {
+            config.activation = match a {
+                ActivationWire::Relu => Activation::Relu,
+                ActivationWire::Sigmoid => Activation::Sigmoid,
+                ActivationWire::Tanh => Activation::Tanh,
+            };
+        }
+        if let Some(r) = self.grad_reduction {
+            config.grad_reduction = match r {
+                ReductionWire::Sum => GradReduction::Sum,
+                ReductionWire::Mean => GradReduction::Mean,
+            };
+        }
+        if let Some(lr) = self.learning_rate {
+            config.learning_rate = lr;
+        }
+        config.bias = self.bias.unwrap_or(false);
+        config.validate(max_parameters)?;
+        let init = match self.init {
+            None => Init::NumpyRand {
+                seed: random_seed(),
+            },
+            Some(w) => init_from_wire(w)?,
+        };
+        Ok((config, init))
+    }
+}
+
+fn random_seed() -> u32 {
+    // uuid's v4 bytes come from the OS generator; no need for a second RNG crate.
+    uuid::Uuid::new_v4().as_u128() as u32
+}
+
+fn init_from_wire(w: InitWire) -> ApiResult<Init> {
+    let method = w.method.unwrap_or(MethodWire::NumpyRand);
+    if let MethodWire::Explicit = method {
+        if w.seed.is_some() {
+            return Err(ApiError::InvalidRequest(
+                "init.seed does not go with method \"explicit\"; give weights (and biases) only"
+                    .into(),
+            ));
+        }
+        let Some(weights) = w.weights else {
+            return Err(ApiError::InvalidRequest(
+                "init method \"explicit\" needs init.weights: one (out, in) matrix per layer"
+                    .into(),
+            ));
+        };
+        return Ok(Init::Explicit {
+            weights,
+            biases: w.biases,
+        });
+    }
+    if w.weights.is_some() || w.biases.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "init.weights and init.biases go only with method \"explicit\"".into(),
+        ));
+    }
+    let seed = match w.seed {
+        None => random_seed(),
+        Some(s) => u32::try_from(s).map_err(|_| {
+            ApiError::InvalidValue(format!(
+                "init.seed is {s}; a seed is an integer from 0 to 4294967295"
+            ))
+        })?,
+    };
+    Ok(match method {
+        MethodWire::Xavier => Init::Xavier { seed },
+        MethodWire::He => Init::He { seed },
+        _ => Init::NumpyRand { seed },
+    })
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn init_json(init: InitEcho) -> Value {
+    match init.seed {
+        Some(seed) => json!({"method": init.method, "seed": seed}),
+        None => json!({"method": init.method}),
+    }
+}
+
+pub fn dataset_json(d: &StoredDataset) -> Value {
+    json!({
+        "samples": d.data.samples(),
+        "features": d.data.features(),
+        "classes": d.data.classes(),
+        "builtin": d.builtin,
+    })
+}
+
+/// The session resource.
+pub fn session_json(state: &AppState, entry: &Entry, s: &Session) -> Value {
+    let c = s.net.config();
+    let expires_at = state
+        .store()
+        .expires_at(entry)
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs as i64).ok())
+        .map(rfc3339);
+    json!({
+        "id": entry.id,
+        "layers": c.layers,
+        "activation": c.activation.name(),
+        "learning_rate": c.learning_rate,
+        "grad_reduction": c.grad_reduction.name(),
+        "bias": c.bias,
+        "init": init_json(s.init),
+        "dataset": s.dataset.as_deref().map(dataset_json),
+        "epochs_trained": s.history.len(),
+        "initial_loss": s.initial_loss,
+        "last_loss": s.history.last(),
+        "created_at": rfc3339(entry.created_at),
+        "expires_at": expires_at,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let (config, init) = req.into_domain(state.config().max_parameters)?;
+    let echo = InitEcho::from(&init);
+    let net = if config.parameter_count() > BUILD_INLINE_MAX {
+        state.compute(move || Network::new(config, &init)).await??
+    } else {
+        Network::new(config, &init)?
+    };
+    let session = Session {
+        net,
+        init: echo,
+        dataset: None,
+        history: Vec::new(),
+        initial_loss: None,
+    };
+    let entry = state.store().insert(session)?;
+    let body = session_json(&state, &entry, &entry.snapshot());
+    let location = format!("/sessions/{}", entry.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    ))
+}
+
+async fn list(State(state): State<AppState>, q: QueryParams) -> ApiResult<Json<Value>> {
+    let offset = q.int("offset", 0, i64::MAX as u64)?.unwrap_or(0);
+    let limit = q.int("limit", 1, 1000)?.unwrap_or(100);
+    let (page, total) = state.store().list(
+        usize::try_from(offset).unwrap_or(usize::MAX),
+        limit as usize,
+    );
+    let sessions: Vec<Value> = page
+        .iter()
+        .map(|e| session_json(&state, e, &e.snapshot()))
+        .collect();
+    Ok(Json(json!({"sessions": sessions, "total": total})))
+}
+
+async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let entry = state.store().get(&id)?;
+    Ok(Json(session_json(&state, &entry, &entry.snapshot())))
+}
+
+async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.store().remove(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetRequest {
+    x: Option<Samples>,
+    y: Option<LabelsWire>,
+    builtin: Option<String>,
+}
+
+/// Checks an inline batch against the network: sample count, shapes, labels.
+pub fn inline_dataset(
+    state: &AppState,
+    x: Samples,
+    y: LabelsWire,
+    n_in: usize,
+    n_out: usize,
+) -> ApiResult<Dataset> {
+    let samples = x.0?;
+    let max = state.config().max_samples;
+    if samples.len() > max {
+        return Err(ApiError::TooLarge(format!(
+            "x has {} samples; this server takes at most {max} (--max-samples)",
+            samples.len()
+        )));
+    }
+    Ok(Dataset::new(samples, y.0?, n_in, n_out)?)
+}
+
+async fn put_dataset(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DatasetRequest>,
+) -> ApiResult<Json<Value>> {
+    let entry = state.store().get(&id)?;
+    let (n_in, n_out) = {
+        let c = entry.snapshot().net.config().clone();
+        (c.n_in(), c.n_out())
+    };
+    let stored: Arc<StoredDataset> = match (req.builtin, req.x, req.y) {
+        (Some(name), None, None) => builtin(&name)
+            .ok_or_else(|| unknown_builtin(&name))?
+            .for_network(n_in, n_out)?,
+        (Some(_), _, _) => {
+            return Err(ApiError::InvalidRequest(
+                "send either builtin, or x and y, not both".into(),
+            ));
+        }
+        (None, Some(x), Some(y)) => {
+            let st = state.clone();
+            let data = state
+                .compute(move || inline_dataset(&st, x, y, n_in, n_out))
+                .await??;
+            Arc::new(StoredDataset {
+                data,
+                builtin: None,
+            })
+        }
+        (None, Some(_), None) => {
+            return Err(ApiError::InvalidRequest(
+                "x was given without y; send labels y for every sample".into(),
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "y was given without x; send the samples x too".into(),
+            ));
+        }
+        (None, None, None) => {
+            return Err(ApiError::InvalidRequest(
+                "send {\"x\": [...], \"y\": [...]} or {\"builtin\": \"cat-dog-ship\"}".into(),
+            ));
+        }
+    };
+    let body = dataset_json(&stored);
+    let _writer = entry.writer().await;
+    let mut s = (*entry.snapshot()).clone();
+    s.dataset = Some(stored);
+    entry.publish(s);
+    Ok(Json(body))
+}
+
+#[derive(Serialize)]
+struct WeightsBody<'a> {
+    weights: Matrices<'a>,
+    biases: Vectors<'a>,
+}
+
+fn weights_response(p: &Params) -> axum::response::Response {
+    Json(WeightsBody {
+        weights: Matrices(&p.weights),
+        biases: Vectors(p.biases.as_deref()),
+    })
+    .into_response()
+}
+
+async fn read_weights(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::response::Response> {
+    let entry = state.store().get(&id)?;
+    Ok(weights_response(entry.snapshot().net.params()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsRequest {
+    weights: Vec<Vec<Vec<f64>>>,
+    biases: Option<Vec<Vec<f64>>>,
+}
+
+async fn put_weights(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<WeightsRequest>,
+) -> ApiResult<axum::response::Response> {
+    let entry = state.store().get(&id)?;
+    let _writer = entry.writer().await;
+    let mut s = (*entry.snapshot()).clone();
+    let params = Params::from_rows(s.net.config(), req.weights, req.biases)?;
+    s.net.set_params(params)?;
+    // New starting weights, new history.
+    s.history = Vec::new();
+    s.initial_loss = None;
+    let resp = weights_response(s.net.params());
+    entry.publish(s);
+    Ok(resp)
+}

@@ -1,0 +1,328 @@
+//! Computing on a session: train, the loss history, predict, gradients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::extract::{ApiJson, OptionalJson, QueryParams};
+use super::sessions::inline_dataset;
+use super::wire::{LabelsWire, Matrices, Rows, Samples, Vectors};
+use crate::error::{ApiError, ApiResult};
+use crate::nn::{self, Control, Dataset, TrainStatus, Trainer};
+use crate::store::Session;
+
+/// Forward passes below this many multiply-adds run inline; above it, on a worker.
+const COMPUTE_INLINE_MAX: u128 = 200_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions/{id}/train", post(train))
+        .route("/sessions/{id}/loss", get(loss))
+        .route("/sessions/{id}/predict", post(predict))
+        .route("/sessions/{id}/gradients", post(gradients))
+}
+
+fn no_dataset(id: &str) -> ApiError {
+    ApiError::NoDataset(format!(
+        "session {id} has no dataset yet; PUT /sessions/{id}/dataset first, \
+         e.g. {{\"builtin\": \"cat-dog-ship\"}}"
+    ))
+}
+
+/// Sets its flag when dropped: when a client goes away axum drops the handler, and the
+/// training loop sees the flag at its next epoch boundary.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainRequest {
+    epochs: i64,
+    return_loss: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct TrainResponse {
+    status: &'static str,
+    epochs_run: u64,
+    epochs_trained: usize,
+    initial_loss: Option<f64>,
+    final_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss: Option<Vec<f64>>,
+}
+
+async fn train(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TrainRequest>,
+) -> ApiResult<Json<TrainResponse>> {
+    let entry = state.store().get(&id)?;
+    let max_epochs = state.config().max_epochs;
+    let epochs = u64::try_from(req.epochs)
+        .ok()
+        .filter(|e| (1..=max_epochs).contains(e))
+        .ok_or_else(|| {
+            ApiError::InvalidValue(format!(
+                "epochs is {}; it takes an integer from 1 to {max_epochs}",
+                req.epochs
+            ))
+        })?;
+    let return_loss = req.return_loss.unwrap_or(true);
+    // Trains on one session run one at a time, in arrival order; waiting holds no worker.
+    let writer = entry.writer().await;
+    let snapshot = entry.snapshot();
+    let dataset = snapshot.dataset.clone().ok_or_else(|| no_dataset(&id))?;
+    let have = snapshot.history.len() as u64;
+    let max_history = state.config().max_history;
+    if have.saturating_add(epochs) > max_history {
+        return Err(ApiError::TooLarge(format!(
+            "this session's history has {have} of at most {max_history} entries \
+             (--max-history), so {epochs} more epochs do not fit; train at most {} more, \
+             or PUT /sessions/{id}/weights (e.g. with its current weights) to start a new history",
+            max_history - have
+        )));
+    }
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let cancelled = cancel.0.clone();
+    let limit = state.train_time_limit();
+    let target = entry.clone();
+    let response = state
+        .compute(move || {
+            // Held until the result is published, even if the client has gone meanwhile.
+            let _writer = writer;
+            let deadline = Instant::now() + limit;
+            let mut s: Session = (*snapshot).clone();
+            let before = s.history.len();
+            let mut trainer = Trainer::new(&s.net, &dataset.data);
+            let outcome = trainer.run(&mut s.net, &dataset.data, epochs, &mut s.history, |_| {
+                if cancelled.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    Control::Stop
+                } else {
+                    Control::Continue
+                }
+            });
+            if s.initial_loss.is_none() {
+                s.initial_loss = outcome.start_loss;
+            }
+            let response = TrainResponse {
+                status: match outcome.status {
+                    TrainStatus::Completed => "completed",
+                    TrainStatus::Diverged => "diverged",
+                    TrainStatus::Stopped => "time_limit",
+                },
+                epochs_run: outcome.epochs_run,
+                epochs_trained: s.history.len(),
+                initial_loss: s.initial_loss,
+                final_loss: s.history.last().copied(),
+                loss: return_loss.then(|| s.history[before..].to_vec()),
+            };
+            target.publish(s);
+            response
+        })
+        .await?;
+    drop(cancel);
+    Ok(Json(response))
+}
+
+#[derive(Serialize)]
+struct LossPage<'a> {
+    initial_loss: Option<f64>,
+    loss: &'a [f64],
+    offset: u64,
+    total: usize,
+}
+
+async fn loss(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: QueryParams,
+) -> ApiResult<Response> {
+    let entry = state.store().get(&id)?;
+    let csv = match q.get("format") {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "format={other:?} is not a format; use format=json (the default) or format=csv"
+            )));
+        }
+    };
+    let offset = q.int("offset", 0, i64::MAX as u64)?.unwrap_or(0);
+    let max_limit = state.config().max_history.max(1);
+    let limit = q.int("limit", 1, max_limit)?.unwrap_or(max_limit);
+    let s = entry.snapshot();
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(s.history.len());
+    let end = start
+        .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
+        .min(s.history.len());
+    let page = &s.history[start..end];
+    if csv {
+        let mut out = String::with_capacity(16 + page.len() * 24);
+        out.push_str("epoch,loss\n");
+        for (i, v) in page.iter().enumerate() {
+            // serde_json writes the shortest text that reads back as the same f64.
+            let text = serde_json::to_string(v).unwrap_or_default();
+            out.push_str(&format!("{},{text}\n", start + i + 1));
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
+    }
+    Ok(Json(LossPage {
+        initial_loss: s.initial_loss,
+        loss: page,
+        offset,
+        total: s.history.len(),
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    x: Option<Samples>,
+    y: Option<LabelsWire>,
+}
+
+#[derive(Serialize)]
+struct PredictResponse<'a> {
+    probabilities: Rows<'a>,
+    classes: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accuracy: Option<f64>,
+}
+
+/// Multiply-adds of one forward pass over `m` samples.
+fn work(session: &Session, m: usize) -> u128 {
+    session.net.config().parameter_count() * m as u128
+}
+
+async fn predict(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> ApiResult<Response> {
+    let entry = state.store().get(&id)?;
+    let s = entry.snapshot();
+    let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
+    let Some(x) = req.x else {
+        return Err(ApiError::InvalidRequest(
+            "predict needs x: the samples to classify".into(),
+        ));
+    };
+    let m = x.0.as_ref().map_or(0, |samples| samples.len());
+    let heavy = work(&s, m) > COMPUTE_INLINE_MAX;
+    let st = state.clone();
+    let run = move || -> ApiResult<Response> {
+        let prediction = match req.y {
+            Some(y) => {
+                let data = inline_dataset(&st, x, y, n_in, n_out)?;
+                nn::predict(&s.net, data.x(), Some(data.y()))?
+            }
+            None => {
+                let samples = x.0?;
+                let max = st.config().max_samples;
+                if samples.len() > max {
+                    return Err(ApiError::TooLarge(format!(
+                        "x has {} samples; this server takes at most {max} (--max-samples)",
+                        samples.len()
+                    )));
+                }
+                let x = samples.into_matrix(n_in)?;
+                nn::predict(&s.net, &x, None)?
+            }
+        };
+        Ok(Json(PredictResponse {
+            probabilities: Rows(prediction.probabilities.view()),
+            classes: &prediction.classes,
+            loss: prediction.loss,
+            accuracy: prediction.accuracy,
+        })
+        .into_response())
+    };
+    if heavy {
+        state.compute(run).await?
+    } else {
+        run()
+    }
+}
+
+#[derive(Serialize)]
+struct GradientsResponse<'a> {
+    loss: f64,
+    weights: Matrices<'a>,
+    biases: Vectors<'a>,
+}
+
+async fn gradients(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<BatchRequest>,
+) -> ApiResult<Response> {
+    let entry = state.store().get(&id)?;
+    let s = entry.snapshot();
+    let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
+    let batch: Option<(Samples, LabelsWire)> = match req.map(|r| (r.x, r.y)) {
+        None | Some((None, None)) => None,
+        Some((Some(x), Some(y))) => Some((x, y)),
+        Some((Some(_), None)) => {
+            return Err(ApiError::InvalidRequest(
+                "x was given without y; gradients need labels y for every sample".into(),
+            ));
+        }
+        Some((None, Some(_))) => {
+            return Err(ApiError::InvalidRequest(
+                "y was given without x; send the samples x too".into(),
+            ));
+        }
+    };
+    let m = match &batch {
+        Some((x, _)) => x.0.as_ref().map_or(0, |samples| samples.len()),
+        None => s.dataset.as_ref().map_or(0, |d| d.data.samples()),
+    };
+    let stored = match batch {
+        Some(_) => None,
+        None => Some(s.dataset.clone().ok_or_else(|| no_dataset(&id))?),
+    };
+    let heavy = work(&s, m) > COMPUTE_INLINE_MAX;
+    let st = state.clone();
+    let run = move || -> ApiResult<Response> {
+        let inline: Dataset;
+        let data = match (&stored, batch) {
+            (Some(d), _) => &d.data,
+            (None, Some((x, y))) => {
+                inline = inline_dataset(&st, x, y, n_in, n_out)?;
+                &inline
+            }
+            (None, None) => return Err(ApiError::Internal("no batch and no dataset".into())),
+        };
+        let g = nn::gradients(&s.net, data)?;
+        Ok(Json(GradientsResponse {
+            loss: g.loss,
+            weights: Matrices(&g.weights),
+            biases: Vectors(g.biases.as_deref()),
+        })
+        .into_response())
+    };
+    if heavy {
+        state.compute(run).await?
+    } else {
+        run()
+    }
+}

@@ -1,0 +1,209 @@
+//! JSON shapes that serde's derive cannot express: nested samples streamed straight into
+//! the core's [`SampleSetBuilder`] (no intermediate tree, so a 32 MiB upload costs its
+//! numbers and nothing more), labels in either of their two forms, and matrices written as
+//! nested rows.
+//!
+//! A fault in the *values* (a ragged sample, a mix of label forms) is kept as an
+//! [`NnError`] for a 422 with the sample's index; only a fault in the JSON's *form* (a
+//! string where a number goes) is a serde error, which becomes a 400.
+
+use std::fmt;
+
+use ndarray::{Array1, Array2, ArrayView2};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{Labels, NnError, SampleSet, SampleSetBuilder};
+
+/// `x`: a list of samples, each a number or a list nested up to 8 deep.
+#[derive(Debug)]
+pub struct Samples(pub Result<SampleSet, NnError>);
+
+impl<'de> Deserialize<'de> for Samples {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListOfSamples;
+        impl<'de> Visitor<'de> for ListOfSamples {
+            type Value = Samples;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of samples")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Samples, A::Error> {
+                let mut b = SampleSetBuilder::new(usize::MAX);
+                while seq.next_element_seed(OneSample(&mut b))?.is_some() {}
+                Ok(Samples(b.finish()))
+            }
+        }
+        d.deserialize_seq(ListOfSamples)
+    }
+}
+
+struct OneSample<'a>(&'a mut SampleSetBuilder);
+
+impl<'de> DeserializeSeed<'de> for OneSample<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.0.begin_sample();
+        d.deserialize_any(Node(&mut *self.0))?;
+        self.0.end_sample();
+        Ok(())
+    }
+}
+
+struct Node<'a>(&'a mut SampleSetBuilder);
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number or a list of numbers (a sample)")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.number(v as f64);
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.number(v as f64);
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.number(v);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.open_list();
+        while seq.next_element_seed(Node(&mut *self.0))?.is_some() {}
+        self.0.close_list();
+        Ok(())
+    }
+}
+
+/// `y`: class indices (integer literals) or label rows; a mix is a 422, not a parse error.
+#[derive(Debug)]
+pub struct LabelsWire(pub Result<Labels, NnError>);
+
+enum LabelEntry {
+    Index(i64),
+    Row(Vec<f64>),
+}
+
+impl<'de> Deserialize<'de> for LabelEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LabelEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a class index (an integer like 2) or a label row (like [0, 0, 1])")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<LabelEntry, E> {
+                Ok(LabelEntry::Index(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<LabelEntry, E> {
+                Ok(LabelEntry::Index(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LabelEntry, A::Error> {
+                let mut row = Vec::new();
+                while let Some(v) = seq.next_element::<f64>()? {
+                    row.push(v);
+                }
+                Ok(LabelEntry::Row(row))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for LabelsWire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LabelsWire;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of class indices or of label rows")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LabelsWire, A::Error> {
+                let mut indices = Vec::new();
+                let mut rows = Vec::new();
+                let mut first_index = None;
+                let mut first_row = None;
+                let mut j = 0usize;
+                while let Some(entry) = seq.next_element::<LabelEntry>()? {
+                    match entry {
+                        LabelEntry::Index(c) => {
+                            first_index.get_or_insert(j);
+                            indices.push(c);
+                        }
+                        LabelEntry::Row(r) => {
+                            first_row.get_or_insert(j);
+                            rows.push(r);
+                        }
+                    }
+                    j += 1;
+                }
+                Ok(LabelsWire(match (first_index, first_row) {
+                    (Some(i), Some(r)) => Err(NnError::InvalidLabels(format!(
+                        "y mixes class indices (y[{i}]) and label rows (y[{r}]); \
+                         use one form for every sample"
+                    ))),
+                    (_, Some(_)) => Ok(Labels::Rows(rows)),
+                    _ => Ok(Labels::Indices(indices)),
+                }))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A matrix as a list of rows.
+pub struct Rows<'a>(pub ArrayView2<'a, f64>);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.nrows()))?;
+        for row in self.0.rows() {
+            seq.serialize_element(&Vector(row.iter()))?;
+        }
+        seq.end()
+    }
+}
+
+/// Any run of numbers as a JSON list.
+pub struct Vector<I>(pub I);
+
+impl<'a, I: Iterator<Item = &'a f64> + Clone + ExactSizeIterator> Serialize for Vector<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let it = self.0.clone();
+        let mut seq = s.serialize_seq(Some(it.len()))?;
+        for v in it {
+            seq.serialize_element(v)?;
+        }
+        seq.end()
+    }
+}
+
+/// A list of matrices (one per layer).
+pub struct Matrices<'a>(pub &'a [Array2<f64>]);
+
+impl Serialize for Matrices<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|m| Rows(m.view())))
+    }
+}
+
+/// A list of vectors (one per layer), or null.
+pub struct Vectors<'a>(pub Option<&'a [Array1<f64>]>);
+
+impl Serialize for Vectors<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => s.serialize_none(),
+            Some(vs) => s.collect_seq(vs.iter().map(|v| Vector(v.iter()))),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! One error type for the whole API; every variant becomes an RFC 9457 problem response.
+//!
+//! Each variant's doc names the status and `code` it maps to; `into_response` is the one
+//! place that decides them. Internal errors are logged and answered with a generic detail,
+//! never their inner text.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::nn::NnError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_json`: not JSON, numbers beyond f64, or an empty body where one is required.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// 400 `invalid_request`: JSON of the wrong form (types, missing or unknown fields, enum words).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401 `unauthorized`, with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404 `not_found`: unknown session, built-in dataset or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`; the `Allow` header is kept from the router's answer.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409 `no_dataset`.
+    #[error("{0}")]
+    NoDataset(String),
+    /// 413 `body_too_large`.
+    #[error("{0}")]
+    BodyTooLarge(String),
+    /// 415 `unsupported_media_type`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422 `invalid_value`: a number out of its range.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// 422 `shape_mismatch`.
+    #[error("{0}")]
+    ShapeMismatch(String),
+    /// 422 `invalid_labels`.
+    #[error("{0}")]
+    InvalidLabels(String),
+    /// 422 `too_large`: over max parameters, samples or history.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 422 `non_finite_result`: predict or gradients overflowed.
+    #[error("{0}")]
+    NonFiniteResult(String),
+    /// 429 `too_many_sessions`.
+    #[error("{0}")]
+    TooManySessions(String),
+    /// 500 `internal_error`: a bug. The text is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<NnError> for ApiError {
+    fn from(e: NnError) -> Self {
+        match e {
+            NnError::InvalidValue(m) => Self::InvalidValue(m),
+            NnError::ShapeMismatch(m) => Self::ShapeMismatch(m),
+            NnError::InvalidLabels(m) => Self::InvalidLabels(m),
+            NnError::TooLarge(m) => Self::TooLarge(m),
+            NnError::NonFinite(m) => Self::NonFiniteResult(m),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::NoDataset(_) => (StatusCode::CONFLICT, "no_dataset"),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::InvalidValue(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
+            Self::ShapeMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "shape_mismatch"),
+            Self::InvalidLabels(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_labels"),
+            Self::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_large"),
+            Self::NonFiniteResult(_) => (StatusCode::UNPROCESSABLE_ENTITY, "non_finite_result"),
+            Self::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    pub fn not_found_session(id: &str) -> Self {
+        Self::NotFound(format!(
+            "no session {id:?}; it was never created, was deleted, or expired \
+             (GET /sessions lists the live ones)"
+        ))
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: &'static str,
+    title: &'a str,
+    status: u16,
+    code: &'static str,
+    detail: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let text = self.to_string();
+        let detail = if let Self::Internal(inner) = &self {
+            tracing::error!(error = %inner, "internal error");
+            "an internal error occurred; it has been logged"
+        } else {
+            text.as_str()
+        };
+        let body = Problem {
+            r#type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            code,
+            detail,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut resp = (status, bytes).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
