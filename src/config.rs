@@ -68,7 +68,9 @@ fn default_workers() -> u32 {
 fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds > 0 (e.g. 60 or 0.5)")),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds > 0 (e.g. 60 or 0.5)"
+        )),
     }
 }
 
