@@ -3,7 +3,6 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Manifests first, so the dependency layer is cached across source changes.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
