@@ -3,6 +3,7 @@
 
 mod datasets;
 mod extract;
+mod grading;
 mod health;
 mod sessions;
 mod training;
@@ -86,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .merge(datasets::router())
         .merge(sessions::router())
         .merge(training::router())
+        .merge(grading::router())
         .fallback(unknown_route)
         .with_state(state.clone());
     // The layers wrap the routed service as a whole: the token is checked before routing,

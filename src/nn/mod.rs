@@ -10,6 +10,7 @@
 
 mod data;
 mod error;
+pub mod gradcheck;
 mod init;
 mod linalg;
 mod network;

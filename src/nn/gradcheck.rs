@@ -1,0 +1,1 @@
+//! Centered finite differences against the analytic gradients (being written).
