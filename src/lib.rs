@@ -17,7 +17,12 @@ use std::time::Duration;
 pub use api::{AppState, app};
 pub use config::Config;
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets running requests finish.
+/// After `shutdown` resolves, running requests get this long to finish; then serve returns.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves the API on `listener` until `shutdown` resolves. Then it stops accepting
+/// connections, tells running trains to stop at their next epoch boundary (they answer with
+/// what they did, status `time_limit`), and waits up to [`SHUTDOWN_GRACE`] for them.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -39,9 +44,24 @@ pub async fn serve(
             }
         })
     });
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (began_tx, mut began) = tokio::sync::watch::channel(false);
+    let stopping = state.clone();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        stopping.begin_shutdown();
+        let _ = began_tx.send(true);
+    });
+    let deadline = async move {
+        let _ = began.wait_for(|b| *b).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        r = server.into_future() => r,
+        () = deadline => {
+            tracing::warn!("requests still running {SHUTDOWN_GRACE:?} after shutdown began; exiting");
+            Ok(())
+        }
+    };
     if let Some(s) = sweeper {
         s.abort();
     }

@@ -10,6 +10,7 @@ mod training;
 mod wire;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,6 +34,8 @@ struct Inner {
     config: Config,
     store: Store,
     workers: Arc<Semaphore>,
+    /// Set when shutdown begins: training runs stop at their next epoch boundary.
+    stopping: AtomicBool,
 }
 
 impl AppState {
@@ -43,7 +46,17 @@ impl AppState {
             config,
             store,
             workers,
+            stopping: AtomicBool::new(false),
         }))
+    }
+
+    /// Asks running trains to stop at their next epoch boundary (for shutdown).
+    pub fn begin_shutdown(&self) {
+        self.0.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.0.stopping.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &Config {

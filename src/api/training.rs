@@ -100,6 +100,7 @@ async fn train(
     let cancelled = cancel.0.clone();
     let limit = state.train_time_limit();
     let target = entry.clone();
+    let server = state.clone();
     let response = state
         .compute(move || {
             // Held until the result is published, even if the client has gone meanwhile.
@@ -109,7 +110,10 @@ async fn train(
             let before = s.history.len();
             let mut trainer = Trainer::new(&s.net, &dataset.data);
             let outcome = trainer.run(&mut s.net, &dataset.data, epochs, &mut s.history, |_| {
-                if cancelled.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                if cancelled.load(Ordering::Relaxed)
+                    || server.is_stopping()
+                    || Instant::now() >= deadline
+                {
                     Control::Stop
                 } else {
                     Control::Continue
