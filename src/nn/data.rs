@@ -124,12 +124,16 @@ impl SampleSetBuilder {
         self.open.clear();
         self.ragged = false;
         self.too_deep = false;
-        if self.count == self.max_samples && self.fault.is_none() {
-            let max = self.max_samples;
-            self.fail(NnError::TooLarge(format!(
-                "x has more than {max} samples; this server takes at most {max}"
-            )));
+        if self.count >= self.max_samples {
+            self.too_many();
         }
+    }
+
+    fn too_many(&mut self) {
+        let max = self.max_samples;
+        self.fail(NnError::TooLarge(format!(
+            "x has more than {max} samples; this server takes at most {max}"
+        )));
     }
 
     fn see(&mut self, kind: Kind) {
@@ -184,6 +188,10 @@ impl SampleSetBuilder {
     pub fn end_sample(&mut self) {
         let i = self.count;
         self.count += 1;
+        // A stream that ends samples it never began must not count past the limit unseen.
+        if self.count > self.max_samples {
+            self.too_many();
+        }
         if self.fault.is_some() {
             return;
         }
