@@ -206,11 +206,33 @@ impl Trainer {
         }
     }
 
+    /// Whether the buffers were sized for this net's shapes and this many samples.
+    fn fits(&self, net: &Network, data: &Dataset) -> bool {
+        let p = net.params();
+        self.ws
+            .acts
+            .first()
+            .is_some_and(|a| a.nrows() == data.samples())
+            && self.next.weights.len() == p.weights.len()
+            && self
+                .next
+                .weights
+                .iter()
+                .zip(&p.weights)
+                .all(|(a, b)| a.dim() == b.dim())
+            && self.next.biases.is_some() == p.biases.is_some()
+            && self.ws.grad_b.is_some() == p.biases.is_some()
+    }
+
     /// Runs up to `epochs` updates, appending the loss after each to `history`.
     ///
     /// `control(e)` is called before epoch `e` (0-based) and may stop the run there. The
     /// loss after update k comes from epoch k+1's forward pass, so a run of N epochs costs
     /// N + 1 forward passes: one more than the updates, once per call.
+    ///
+    /// `data` must have the net's `n_in` features and `n_out` classes, as a [`Dataset`] built
+    /// for it does. It need not be the dataset the trainer was made for: the buffers are
+    /// resized when the sample count or the net's shapes changed.
     pub fn run(
         &mut self,
         net: &mut Network,
@@ -219,6 +241,11 @@ impl Trainer {
         history: &mut Vec<f64>,
         mut control: impl FnMut(u64) -> Control,
     ) -> TrainOutcome {
+        // A trainer kept across calls may meet another dataset size or network: resize
+        // rather than hand the products buffers of the wrong shape.
+        if !self.fits(net, data) {
+            *self = Self::new(net, data);
+        }
         let config = net.config().clone();
         let (x, y) = (data.x().view(), data.y().view());
         let start = self.ws.forward(&config, net.params(), x, Some(y));
