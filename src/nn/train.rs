@@ -315,9 +315,26 @@ fn overflow(what: &str) -> NnError {
     ))
 }
 
+/// A dataset of another width than the net's layers would reach the products with the
+/// wrong shapes; [`Dataset::new`] for this net rules that out, this says so for any other.
+fn check_fits(config: &NetConfig, data: &Dataset) -> Result<()> {
+    if data.features() != config.n_in() || data.classes() != config.n_out() {
+        return Err(NnError::ShapeMismatch(format!(
+            "the dataset has {} features and {} classes; layers {:?} take {} and {}",
+            data.features(),
+            data.classes(),
+            config.layers,
+            config.n_in(),
+            config.n_out()
+        )));
+    }
+    Ok(())
+}
+
 /// The loss and gradients at the current parameters, changing nothing.
 pub fn gradients(net: &Network, data: &Dataset) -> Result<Grads> {
     let config = net.config();
+    check_fits(config, data)?;
     let mut ws = Workspace::new(config, data.samples(), false);
     let (x, y) = (data.x().view(), data.y().view());
     let loss = ws.forward(config, net.params(), x, Some(y));
@@ -367,6 +384,12 @@ pub fn predict(net: &Network, x: &Array2<f64>, y: Option<&Array2<f64>>) -> Resul
             config.n_out()
         )));
     }
+    // With no rows the mean loss would be 0/0, reported as an overflow.
+    if x.nrows() == 0 {
+        return Err(NnError::ShapeMismatch(
+            "x holds no samples; send at least one".into(),
+        ));
+    }
     let mut ws = Workspace::new(config, x.nrows(), false);
     let loss = ws.forward(config, net.params(), x.view(), y.map(|y| y.view()));
     if !loss.is_finite() {
@@ -415,6 +438,7 @@ pub struct Trace {
 /// One forward and backward pass on `data`, keeping every intermediate.
 pub fn trace(net: &Network, data: &Dataset) -> Result<Trace> {
     let config = net.config();
+    check_fits(config, data)?;
     let mut ws = Workspace::new(config, data.samples(), true);
     let (x, y) = (data.x().view(), data.y().view());
     let loss = ws.forward(config, net.params(), x, Some(y));
