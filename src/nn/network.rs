@@ -282,8 +282,11 @@ pub struct Network {
 }
 
 impl Network {
-    /// Builds the network; the caller has validated the config (see [`NetConfig::validate`]).
+    /// Builds the network. The caller checks the parameter limit with
+    /// [`NetConfig::validate`]; the rest is checked again here, because a net with fewer than
+    /// two sizes would have no layer to run.
     pub fn new(config: NetConfig, init: &super::Init) -> Result<Self> {
+        config.validate(u64::MAX)?;
         let params = init.params(&config)?;
         Ok(Self { config, params })
     }
