@@ -265,10 +265,11 @@ impl Labels {
                 let mut y = Array2::zeros((idx.len(), n_out));
                 for (j, &c) in idx.iter().enumerate() {
                     if c < 0 || c as u64 >= n_out as u64 {
+                        // `saturating_sub`: an output layer of 0 units must not panic here.
                         return Err(NnError::InvalidLabels(format!(
                             "y[{j}] is class {c}; class indices run from 0 to {} \
                              (the output layer has {n_out} units)",
-                            n_out - 1
+                            n_out.saturating_sub(1)
                         )));
                     }
                     y[(j, c as usize)] = 1.0;
