@@ -1,0 +1,200 @@
+//! Looking inside one pass: `POST /sessions/{id}/gradcheck` (analytic against finite
+//! differences) and `POST /sessions/{id}/trace` (every intermediate of a forward and
+//! backward pass). Neither changes the session.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use ndarray::Ix1;
+use serde::{Deserialize, Serialize};
+
+use super::no_dataset;
+use crate::api::AppState;
+use crate::api::extract::OptionalJson;
+use crate::api::sessions::inline_dataset;
+use crate::api::wire::{LabelsWire, Rows, Samples, Vector};
+use crate::error::{ApiError, ApiResult};
+use crate::nn::{self, Dataset, gradcheck as numeric};
+
+/// A trace's answer holds every intermediate for every sample; this keeps it readable.
+pub const TRACE_MAX_SAMPLES: usize = 64;
+
+/// Traces below this many multiply-adds run inline; above, on a worker.
+const COMPUTE_INLINE_MAX: u128 = 200_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GradcheckRequest {
+    h: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct GradcheckResponse {
+    h: f64,
+    layers: Vec<LayerCheckOut>,
+}
+
+#[derive(Serialize)]
+struct LayerCheckOut {
+    rel_error: f64,
+    near_kink: u64,
+}
+
+pub async fn gradcheck(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<GradcheckRequest>,
+) -> ApiResult<Json<GradcheckResponse>> {
+    let entry = state.store().get(&id)?;
+    let h = req.and_then(|r| r.h).unwrap_or(numeric::DEFAULT_H);
+    if !(h.is_finite() && h > 0.0 && h <= 1.0) {
+        return Err(ApiError::InvalidValue(format!(
+            "h is {h}; the finite-difference step must be a number > 0 and <= 1 (default {})",
+            numeric::DEFAULT_H
+        )));
+    }
+    let s = entry.snapshot();
+    let data = s
+        .dataset
+        .clone()
+        .ok_or_else(|| no_dataset(&id, "a gradient check"))?;
+    let cost = numeric::work(s.net.config(), data.data.samples());
+    if cost > numeric::MAX_WORK {
+        return Err(ApiError::TooLarge(format!(
+            "a gradient check of layers {:?} ({} parameters) on {} samples costs about {cost} \
+             multiply-adds (2 * parameters * samples * parameters); this server does at most \
+             {}: check a smaller network, or PUT a smaller dataset on a fork of this session",
+            s.net.config().layers,
+            s.net.config().parameter_count(),
+            data.data.samples(),
+            numeric::MAX_WORK
+        )));
+    }
+    let checks = state
+        .compute(move || numeric::gradcheck(&s.net, &data.data, h))
+        .await??;
+    Ok(Json(GradcheckResponse {
+        h,
+        layers: checks
+            .into_iter()
+            .map(|c| LayerCheckOut {
+                rel_error: c.rel_error,
+                near_kink: c.near_kink,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    x: Option<Samples>,
+    y: Option<LabelsWire>,
+}
+
+#[derive(Serialize)]
+struct TraceResponse<'a> {
+    layers: Vec<LayerOut<'a>>,
+    probabilities: Rows<'a>,
+    loss: f64,
+}
+
+#[derive(Serialize)]
+struct LayerOut<'a> {
+    input: Rows<'a>,
+    pre_activation: Rows<'a>,
+    activation: Rows<'a>,
+    upstream_gradient: Rows<'a>,
+    local_gradient: Rows<'a>,
+    weight_gradient: Rows<'a>,
+    bias_gradient: Option<Vector<ndarray::iter::Iter<'a, f64, Ix1>>>,
+}
+
+pub async fn trace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<TraceRequest>,
+) -> ApiResult<Response> {
+    let entry = state.store().get(&id)?;
+    let s = entry.snapshot();
+    let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
+    let batch = match req.map(|r| (r.x, r.y)) {
+        None | Some((None, None)) => None,
+        Some((Some(x), Some(y))) => Some((x, y)),
+        Some((Some(_), None)) => {
+            return Err(ApiError::InvalidRequest(
+                "x was given without y; a trace needs labels y for every sample".into(),
+            ));
+        }
+        Some((None, Some(_))) => {
+            return Err(ApiError::InvalidRequest(
+                "y was given without x; send the samples x too".into(),
+            ));
+        }
+    };
+    let stored = match &batch {
+        Some((x, _)) => {
+            let m = x.0.as_ref().map_or(0, |samples| samples.len());
+            if m > TRACE_MAX_SAMPLES {
+                return Err(ApiError::TooLarge(format!(
+                    "x has {m} samples; a trace takes at most {TRACE_MAX_SAMPLES} \
+                     (it answers with every intermediate of every sample): send fewer"
+                )));
+            }
+            None
+        }
+        None => {
+            let d = s
+                .dataset
+                .clone()
+                .ok_or_else(|| no_dataset(&id, "a trace"))?;
+            let m = d.data.samples();
+            if m > TRACE_MAX_SAMPLES {
+                return Err(ApiError::TooLarge(format!(
+                    "the session's dataset has {m} samples; a trace takes at most \
+                     {TRACE_MAX_SAMPLES}: send a batch of at most {TRACE_MAX_SAMPLES} samples \
+                     as {{\"x\": [...], \"y\": [...]}}"
+                )));
+            }
+            Some(d)
+        }
+    };
+    let heavy = s.net.config().parameter_count() * TRACE_MAX_SAMPLES as u128 > COMPUTE_INLINE_MAX;
+    let st = state.clone();
+    let run = move || -> ApiResult<Response> {
+        let inline: Dataset;
+        let data = match (&stored, batch) {
+            (Some(d), _) => &d.data,
+            (None, Some((x, y))) => {
+                inline = inline_dataset(&st, x, y, n_in, n_out)?;
+                &inline
+            }
+            (None, None) => return Err(ApiError::Internal("no batch and no dataset".into())),
+        };
+        let t = nn::trace(&s.net, data)?;
+        let layers = t
+            .layers
+            .iter()
+            .map(|l| LayerOut {
+                input: Rows(l.input.view()),
+                pre_activation: Rows(l.pre_activation.view()),
+                activation: Rows(l.activation.view()),
+                upstream_gradient: Rows(l.upstream_gradient.view()),
+                local_gradient: Rows(l.local_gradient.view()),
+                weight_gradient: Rows(l.weight_gradient.view()),
+                bias_gradient: l.bias_gradient.as_ref().map(|b| Vector(b.iter())),
+            })
+            .collect();
+        Ok(Json(TraceResponse {
+            layers,
+            probabilities: Rows(t.probabilities.view()),
+            loss: t.loss,
+        })
+        .into_response())
+    };
+    if heavy {
+        state.compute(run).await?
+    } else {
+        run()
+    }
+}

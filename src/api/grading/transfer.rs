@@ -1,0 +1,521 @@
+//! Whole sessions as documents: `GET /sessions/{id}/export`, `POST /sessions/import`, and
+//! `POST /sessions/{id}/fork`.
+//!
+//! The document holds everything training depends on, exactly: the settings, the weights,
+//! the dataset as the `(M, n_in)` and `(M, n_out)` matrices the core trains on, and the
+//! history. Every f64 survives the JSON round trip bit for bit, so an imported session
+//! trains on exactly as the original would. A built-in dataset is re-attached by name.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::api::AppState;
+use crate::api::datasets::unknown_builtin;
+use crate::api::extract::ApiJson;
+use crate::api::sessions::{inline_dataset, session_json};
+use crate::api::wire::{LabelsWire, Matrices, Rows, Samples, Vectors};
+use crate::datasets::{StoredDataset, builtin};
+use crate::error::{ApiError, ApiResult};
+use crate::nn::{
+    Activation, Dataset, GradReduction, Init, Labels, MAX_LAYERS, NetConfig, Network,
+    SampleSetBuilder,
+};
+use crate::store::{Entry, InitEcho, Session};
+
+/// The document's `format`; a later, incompatible layout gets a new name.
+pub const FORMAT: &str = "backprop-server/session-v1";
+
+/// Sessions with more numbers than this are copied and written on a worker.
+const INLINE_MAX: usize = 200_000;
+
+/// The core's limit on how deeply a sample may nest.
+const SAMPLE_DEPTH_MAX: usize = 8;
+
+#[derive(Serialize)]
+struct ExportDoc<'a> {
+    format: &'static str,
+    layers: &'a [usize],
+    activation: &'static str,
+    learning_rate: f64,
+    grad_reduction: &'static str,
+    bias: bool,
+    init: InitOut,
+    weights: Matrices<'a>,
+    biases: Vectors<'a>,
+    dataset: Option<DatasetOut<'a>>,
+    loss: &'a [f64],
+    initial_loss: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct InitOut {
+    method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct DatasetOut<'a> {
+    builtin: Option<&'static str>,
+    sample_shape: &'a [usize],
+    x: Rows<'a>,
+    y: Rows<'a>,
+}
+
+/// Numbers a session holds: parameters, data and history.
+fn size(s: &Session) -> usize {
+    let data = s.dataset.as_ref().map_or(0, |d| {
+        d.data.samples() * (d.data.features() + d.data.classes())
+    });
+    usize::try_from(s.net.config().parameter_count()).unwrap_or(usize::MAX) + data + s.history.len()
+}
+
+fn document(s: &Session) -> ApiResult<Vec<u8>> {
+    let c = s.net.config();
+    let p = s.net.params();
+    let doc = ExportDoc {
+        format: FORMAT,
+        layers: &c.layers,
+        activation: c.activation.name(),
+        learning_rate: c.learning_rate,
+        grad_reduction: c.grad_reduction.name(),
+        bias: c.bias,
+        init: InitOut {
+            method: s.init.method,
+            seed: s.init.seed,
+        },
+        weights: Matrices(&p.weights),
+        biases: Vectors(p.biases.as_deref()),
+        dataset: s.dataset.as_deref().map(|d| DatasetOut {
+            builtin: d.builtin,
+            sample_shape: d.data.sample_shape(),
+            x: Rows(d.data.x().view()),
+            y: Rows(d.data.y().view()),
+        }),
+        loss: &s.history,
+        initial_loss: s.initial_loss,
+    };
+    serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(format!("writing an export: {e}")))
+}
+
+pub async fn export(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let entry = state.store().get(&id)?;
+    let s = entry.snapshot();
+    let bytes = if size(&s) > INLINE_MAX {
+        state.compute(move || document(&s)).await??
+    } else {
+        document(&s)?
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+#[derive(Deserialize)]
+enum FormatWire {
+    #[serde(rename = "backprop-server/session-v1")]
+    V1,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ActivationWire {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ReductionWire {
+    Sum,
+    Mean,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum MethodWire {
+    NumpyRand,
+    Xavier,
+    He,
+    Explicit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitDoc {
+    method: MethodWire,
+    seed: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetDoc {
+    builtin: Option<String>,
+    sample_shape: Option<Vec<i64>>,
+    x: Option<Samples>,
+    y: Option<LabelsWire>,
+}
+
+/// An export document. Only `format`, `layers` and `weights` are required; the settings
+/// default as on `POST /sessions`, the rest to "none yet".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportDoc {
+    /// Its one variant is checked by parsing; nothing else reads it.
+    #[serde(rename = "format")]
+    _format: FormatWire,
+    layers: Vec<i64>,
+    activation: Option<ActivationWire>,
+    learning_rate: Option<f64>,
+    grad_reduction: Option<ReductionWire>,
+    bias: Option<bool>,
+    init: Option<InitDoc>,
+    weights: Vec<Vec<Vec<f64>>>,
+    biases: Option<Vec<Vec<f64>>>,
+    dataset: Option<DatasetDoc>,
+    loss: Option<Vec<f64>>,
+    initial_loss: Option<f64>,
+}
+
+/// The settings, checked as `POST /sessions` checks them.
+fn config(doc: &ImportDoc, max_parameters: u64) -> ApiResult<NetConfig> {
+    let n = doc.layers.len();
+    if !(2..=MAX_LAYERS + 1).contains(&n) {
+        return Err(ApiError::InvalidValue(format!(
+            "layers has {n} sizes; it takes 2 to {} sizes [n_in, ..., n_out], e.g. [4, 3]",
+            MAX_LAYERS + 1
+        )));
+    }
+    let mut layers = Vec::with_capacity(n);
+    for (k, &size) in doc.layers.iter().enumerate() {
+        match usize::try_from(size) {
+            Ok(s) if s >= 1 => layers.push(s),
+            _ => {
+                return Err(ApiError::InvalidValue(format!(
+                    "layers[{k}] is {size}; every layer size must be at least 1"
+                )));
+            }
+        }
+    }
+    let mut c = NetConfig::new(layers);
+    c.activation = match doc.activation {
+        None | Some(ActivationWire::Relu) => Activation::Relu,
+        Some(ActivationWire::Sigmoid) => Activation::Sigmoid,
+        Some(ActivationWire::Tanh) => Activation::Tanh,
+    };
+    c.grad_reduction = match doc.grad_reduction {
+        None | Some(ReductionWire::Sum) => GradReduction::Sum,
+        Some(ReductionWire::Mean) => GradReduction::Mean,
+    };
+    if let Some(lr) = doc.learning_rate {
+        c.learning_rate = lr;
+    }
+    c.bias = doc.bias.unwrap_or(false);
+    c.validate(max_parameters)?;
+    Ok(c)
+}
+
+/// The init echo: only reported, since the weights in the document are what counts.
+fn init_echo(init: Option<&InitDoc>) -> ApiResult<InitEcho> {
+    let Some(init) = init else {
+        return Ok(InitEcho {
+            method: "explicit",
+            seed: None,
+        });
+    };
+    let method = match init.method {
+        MethodWire::NumpyRand => "numpy_rand",
+        MethodWire::Xavier => "xavier",
+        MethodWire::He => "he",
+        MethodWire::Explicit => {
+            if init.seed.is_some() {
+                return Err(ApiError::InvalidRequest(
+                    "init.seed does not go with method \"explicit\"; send {\"method\": \
+                     \"explicit\"}"
+                        .into(),
+                ));
+            }
+            return Ok(InitEcho {
+                method: "explicit",
+                seed: None,
+            });
+        }
+    };
+    let Some(seed) = init.seed else {
+        return Err(ApiError::InvalidRequest(format!(
+            "init.seed is missing; method {method:?} was seeded, so the document names the seed"
+        )));
+    };
+    let seed = u32::try_from(seed).map_err(|_| {
+        ApiError::InvalidValue(format!(
+            "init.seed is {seed}; a seed is an integer from 0 to 4294967295"
+        ))
+    })?;
+    Ok(InitEcho {
+        method,
+        seed: Some(seed),
+    })
+}
+
+fn check_loss(name: &str, v: f64) -> ApiResult<f64> {
+    if v.is_finite() && v >= 0.0 {
+        // `+ 0.0` turns -0.0 into 0.0, as every loss is written.
+        Ok(v + 0.0)
+    } else {
+        Err(ApiError::InvalidValue(format!(
+            "{name} is {v}; a loss is a finite number >= 0"
+        )))
+    }
+}
+
+/// A sample shape whose entries multiply to `n_in`.
+fn sample_shape(given: &[i64], n_in: usize) -> ApiResult<Vec<usize>> {
+    if given.len() > SAMPLE_DEPTH_MAX {
+        return Err(ApiError::ShapeMismatch(format!(
+            "dataset.sample_shape has {} dimensions; samples nest at most {SAMPLE_DEPTH_MAX} deep",
+            given.len()
+        )));
+    }
+    let mut shape = Vec::with_capacity(given.len());
+    for (i, &d) in given.iter().enumerate() {
+        match usize::try_from(d) {
+            Ok(d) if d >= 1 => shape.push(d),
+            _ => {
+                return Err(ApiError::InvalidValue(format!(
+                    "dataset.sample_shape[{i}] is {d}; every dimension must be at least 1"
+                )));
+            }
+        }
+    }
+    let product = shape
+        .iter()
+        .try_fold(1usize, |p, &d| p.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if product != n_in {
+        return Err(ApiError::ShapeMismatch(format!(
+            "dataset.sample_shape {shape:?} holds {product} values; the input layer takes {n_in}"
+        )));
+    }
+    Ok(shape)
+}
+
+/// The same samples and labels, with each sample nested as `shape` (as it was first sent).
+fn reshape(data: &Dataset, shape: &[usize]) -> ApiResult<Dataset> {
+    fn emit(b: &mut SampleSetBuilder, values: &[f64], shape: &[usize]) {
+        match shape.split_first() {
+            None => values.iter().for_each(|&v| b.number(v)),
+            Some((&n, inner)) => {
+                b.open_list();
+                for part in values.chunks(values.len() / n) {
+                    emit(b, part, inner);
+                }
+                b.close_list();
+            }
+        }
+    }
+    let mut b = SampleSetBuilder::new(usize::MAX);
+    for row in data.x().rows() {
+        b.begin_sample();
+        emit(&mut b, &row.to_vec(), shape);
+        b.end_sample();
+    }
+    let labels = Labels::Rows(data.y().rows().into_iter().map(|r| r.to_vec()).collect());
+    Ok(Dataset::new(
+        b.finish()?,
+        labels,
+        data.features(),
+        data.classes(),
+    )?)
+}
+
+fn import_dataset(
+    state: &AppState,
+    d: DatasetDoc,
+    n_in: usize,
+    n_out: usize,
+) -> ApiResult<Arc<StoredDataset>> {
+    let shape = d
+        .sample_shape
+        .as_deref()
+        .map(|s| sample_shape(s, n_in))
+        .transpose()?;
+    match (d.builtin, d.x, d.y) {
+        (Some(name), x, y) => {
+            let stored = builtin(&name)
+                .ok_or_else(|| unknown_builtin(&name))?
+                .for_network(n_in, n_out)?;
+            match (x, y) {
+                (None, None) => {}
+                (Some(x), Some(y)) => {
+                    let given = inline_dataset(state, x, y, n_in, n_out)?;
+                    same_as_builtin(&given, &stored.data, &name)?;
+                }
+                _ => {
+                    return Err(ApiError::InvalidRequest(
+                        "dataset has only one of x and y; send both (they must then be the \
+                         built-in dataset's) or neither"
+                            .into(),
+                    ));
+                }
+            }
+            Ok(stored)
+        }
+        (None, Some(x), Some(y)) => {
+            let mut data = inline_dataset(state, x, y, n_in, n_out)?;
+            if let Some(shape) = shape.filter(|s| s.as_slice() != data.sample_shape()) {
+                data = reshape(&data, &shape)?;
+            }
+            Ok(Arc::new(StoredDataset {
+                data,
+                builtin: None,
+            }))
+        }
+        (None, Some(_), None) => Err(ApiError::InvalidRequest(
+            "dataset.x was given without dataset.y; send labels y for every sample".into(),
+        )),
+        (None, None, Some(_)) => Err(ApiError::InvalidRequest(
+            "dataset.y was given without dataset.x; send the samples x too".into(),
+        )),
+        (None, None, None) => Err(ApiError::InvalidRequest(
+            "dataset needs x and y, or builtin (or the whole dataset null for none)".into(),
+        )),
+    }
+}
+
+/// A document naming a built-in dataset and also carrying data must carry that dataset.
+fn same_as_builtin(given: &Dataset, builtin: &Dataset, name: &str) -> ApiResult<()> {
+    let hint = "leave out x and y to attach the built-in dataset, or leave out builtin to \
+                import the data as given";
+    if given.samples() != builtin.samples() {
+        return Err(ApiError::InvalidValue(format!(
+            "dataset.x has {} samples, but the built-in dataset {name:?} has {}; {hint}",
+            given.samples(),
+            builtin.samples()
+        )));
+    }
+    let rows = |d: &Dataset| {
+        d.x()
+            .rows()
+            .into_iter()
+            .zip(d.y().rows())
+            .map(|(x, y)| (x.to_vec(), y.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (rows(given), rows(builtin));
+    match a.iter().zip(&b).position(|(r, s)| r != s) {
+        Some(j) => Err(ApiError::InvalidValue(format!(
+            "dataset sample {j} (x or y) differs from sample {j} of the built-in dataset \
+             {name:?}; {hint}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Builds the session a document describes, checking it as create, `PUT /dataset` and
+/// `PUT /weights` would.
+fn session_from(state: &AppState, doc: ImportDoc) -> ApiResult<Session> {
+    let limits = state.config();
+    let config = config(&doc, limits.max_parameters)?;
+    let init = init_echo(doc.init.as_ref())?;
+    let (n_in, n_out) = (config.n_in(), config.n_out());
+    let net = Network::new(
+        config,
+        &Init::Explicit {
+            weights: doc.weights,
+            biases: doc.biases,
+        },
+    )?;
+    let history = doc.loss.unwrap_or_default();
+    if history.len() as u64 > limits.max_history {
+        return Err(ApiError::TooLarge(format!(
+            "loss has {} entries; a session's history holds at most {} (--max-history)",
+            history.len(),
+            limits.max_history
+        )));
+    }
+    let history = history
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| check_loss(&format!("loss[{k}]"), v))
+        .collect::<ApiResult<Vec<f64>>>()?;
+    let initial_loss = doc
+        .initial_loss
+        .map(|v| check_loss("initial_loss", v))
+        .transpose()?;
+    if initial_loss.is_none() && !history.is_empty() {
+        return Err(ApiError::InvalidValue(format!(
+            "initial_loss is null, but loss has {} entries; a history starts from the loss \
+             at its starting weights, so give initial_loss too",
+            history.len()
+        )));
+    }
+    let dataset = doc
+        .dataset
+        .map(|d| import_dataset(state, d, n_in, n_out))
+        .transpose()?;
+    Ok(Session {
+        net,
+        init,
+        dataset,
+        history,
+        initial_loss,
+    })
+}
+
+fn created(state: &AppState, entry: &Entry) -> Response {
+    let body = session_json(state, entry, &entry.snapshot());
+    let location = format!("/sessions/{}", entry.id);
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response()
+}
+
+pub async fn import(
+    State(state): State<AppState>,
+    ApiJson(doc): ApiJson<ImportDoc>,
+) -> ApiResult<Response> {
+    let st = state.clone();
+    let session = state.compute(move || session_from(&st, doc)).await??;
+    let entry = state.store().insert(session)?;
+    Ok(created(&state, &entry))
+}
+
+/// Bytes of a body read before a fork refuses it (any body is refused).
+const FORK_BODY_READ_MAX: usize = 64 * 1024;
+
+pub async fn fork(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let entry = state.store().get(&id)?;
+    let refuse = || {
+        ApiError::InvalidRequest(format!(
+            "a fork takes no body; send POST /sessions/{id}/fork without one \
+             (with curl: curl -X POST URL)"
+        ))
+    };
+    let bytes = axum::body::to_bytes(body, FORK_BODY_READ_MAX)
+        .await
+        .map_err(|_| refuse())?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(refuse());
+    }
+    // A snapshot is one consistent state: a train in progress is not half in it.
+    let s = entry.snapshot();
+    let copy = if size(&s) > INLINE_MAX {
+        state.compute(move || (*s).clone()).await?
+    } else {
+        (*s).clone()
+    };
+    let forked = state.store().insert(copy)?;
+    Ok(created(&state, &forked))
+}
