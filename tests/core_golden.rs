@@ -7,8 +7,8 @@
 //! summation order of each product, which NumPy's BLAS and our loops do not share.
 
 use backprop_server::nn::{
-    Activation, Control, Dataset, GradReduction, Init, Labels, NetConfig, Network,
-    SampleSetBuilder, TrainStatus, Trainer, gradients, predict,
+    Activation, Control, Dataset, GradReduction, Init, Labels, NetConfig, Network, NumpyRandom,
+    SampleSet, SampleSetBuilder, TrainStatus, Trainer, gradients, predict,
 };
 use ndarray::Array2;
 use serde_json::Value;
@@ -16,6 +16,7 @@ use serde_json::Value;
 const NOTEBOOK: &str = include_str!("golden/notebook.json");
 const VARIANTS: &str = include_str!("golden/variants.json");
 const INIT: &str = include_str!("golden/init.json");
+const LARGE: &str = include_str!("golden/large.json");
 
 const RTOL: f64 = 1e-9;
 
@@ -125,6 +126,9 @@ fn dataset(doc: &Value, n_in: usize, n_out: usize) -> Dataset {
         }
     }
     let ds = &doc["dataset"];
+    if let Some(g) = ds.get("generated") {
+        return generated_dataset(g, n_in, n_out);
+    }
     let mut b = SampleSetBuilder::new(1000);
     for sample in ds["x"].as_array().expect("dataset.x is an array") {
         b.begin_sample();
@@ -144,6 +148,28 @@ fn dataset(doc: &Value, n_in: usize, n_out: usize) -> Dataset {
         .map(flat)
         .collect();
     Dataset::new(samples, Labels::Rows(rows), n_in, n_out).expect("the fixture's dataset fits")
+}
+
+/// `np.random.seed(S); x = np.random.rand(M, n_in)`, labels `j % n_out`: drawn again here
+/// from the same stream instead of stored.
+fn generated_dataset(g: &Value, n_in: usize, n_out: usize) -> Dataset {
+    assert_eq!(g["method"], "numpy_rand", "generated dataset method");
+    let seed = u32::try_from(g["seed"].as_u64().expect("seed")).expect("seed fits u32");
+    let m = g["samples"].as_u64().expect("samples") as usize;
+    assert_eq!(
+        g["features"].as_u64(),
+        Some(n_in as u64),
+        "features vs the input layer"
+    );
+    assert_eq!(
+        g["classes"].as_u64(),
+        Some(n_out as u64),
+        "classes vs the output layer"
+    );
+    let mut rng = NumpyRandom::new(seed);
+    let x: Vec<f64> = (0..m * n_in).map(|_| rng.next_f64()).collect();
+    let y = Labels::Indices((0..m).map(|j| (j % n_out) as i64).collect());
+    Dataset::new(SampleSet::from_flat(x, n_in).unwrap(), y, n_in, n_out).expect("fits")
 }
 
 fn init_of(v: &Value) -> Init {
@@ -307,6 +333,14 @@ fn notebook_cases_match_numpy() {
 fn sigmoid_tanh_variants_match_numpy() {
     let n = check_training_fixture(VARIANTS, "variants.json");
     assert!(n >= 5, "variants.json has only {n} cases");
+}
+
+/// Nets whose every product is large enough for linalg's gemm path, which the notebook's
+/// 6x4 by 4x3 products never reach.
+#[test]
+fn gemm_sized_cases_match_numpy() {
+    let n = check_training_fixture(LARGE, "large.json");
+    assert!(n >= 2, "large.json has only {n} cases");
 }
 
 #[test]

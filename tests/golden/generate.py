@@ -241,14 +241,14 @@ def notebook_case(name, layers, seed, epochs=100):
     c = case_dict(name, "notebook", layers, {"method": "numpy_rand", "seed": seed}, "relu",
                      False, "sum", 0.0001, epochs, initial, None, initial_loss, grads, None,
                      history, params(), None, P)
-    c["extended_precision_rel_diff"] = extended_precision_diff(x.reshape(6, -1), c)
+    c["extended_precision_rel_diff"] = extended_precision_diff(x.reshape(6, -1), y, c)
     return c
 
 
-def run_vectorised(X, layers, init, activation, bias, reduction, lr, epochs, dtype):
+def run_vectorised(X, Y, layers, init, activation, bias, reduction, lr, epochs, dtype):
     w0 = init_weights(init["method"], init["seed"], layers)
     net = Net(layers, activation, bias, reduction, lr, w0, dtype)
-    X, Y = X.astype(dtype), y.astype(dtype)
+    X, Y = X.astype(dtype), Y.astype(dtype)
     initial_b = [b.copy() for b in net.b] if bias else None
     initial_loss = net.loss(X, Y)
     gW, gb = net.gradients(X, Y)
@@ -260,12 +260,13 @@ def run_vectorised(X, layers, init, activation, bias, reduction, lr, epochs, dty
     return (w0, initial_b, initial_loss, gW, gb, history, net.W, net.b, P)
 
 
-def general_case(X, name, layers, init, activation, bias, reduction, lr, epochs):
+def general_case(X, name, layers, init, activation, bias, reduction, lr, epochs, Y=y):
     """Vectorised NumPy (no notebook code exists for these settings); X is (M, n_in)."""
-    out = run_vectorised(X, layers, init, activation, bias, reduction, lr, epochs, np.float64)
+    out = run_vectorised(X, Y, layers, init, activation, bias, reduction, lr, epochs,
+                         np.float64)
     c = case_dict(name, "vectorised", layers, init, activation, bias, reduction, lr, epochs,
                   *out)
-    c["extended_precision_rel_diff"] = ext = extended_precision_diff(X, c)
+    c["extended_precision_rel_diff"] = ext = extended_precision_diff(X, Y, c)
     # These cases are ours to choose: keep only trajectories whose digits are determined well
     # below the tests' 1e-9, so a harmless change of summation order cannot fail them.
     d = max(v for k, v in ext.items() if k != "initial_gradients")
@@ -275,7 +276,7 @@ def general_case(X, name, layers, init, activation, bias, reduction, lr, epochs)
     return c
 
 
-def extended_precision_diff(X, case):
+def extended_precision_diff(X, Y, case):
     """Per quantity, the worst elementwise relative difference between the case's f64
     numbers and the same computation in x87 extended precision (np.longdouble, 64-bit
     mantissa): how many digits of the case are determined at all.
@@ -284,7 +285,7 @@ def extended_precision_diff(X, case):
     p - 1 with p within 1e-12 of 1 keeps only a few digits, in NumPy as in any f64 code. Two
     f64 implementations still agree there when both round p alike (ours does: the golden
     test checks those entries at 1e-9 too), but a reader of a failure should know."""
-    ld = run_vectorised(X, case["layers"], case["init"], case["activation"], case["bias"],
+    ld = run_vectorised(X, Y, case["layers"], case["init"], case["activation"], case["bias"],
                         case["grad_reduction"], case["learning_rate"], case["epochs"],
                         np.longdouble)
     _, _, loss0, gW, gb, history, W, b, P = ld
@@ -400,6 +401,31 @@ def variants_json():
     return doc(floats(xs), cases, "cat-dog-ship divided by 255, so sigmoid and tanh do not saturate")
 
 
+def large_json():
+    """Nets big enough that every product takes linalg's gemm path (more than 4096
+    multiply-adds; [64, 20, 12, 10]'s smallest is 80 x 12 x 10 = 9600), on data drawn from the legacy stream so the test can redraw it bit for
+    bit instead of reading it: np.random.seed(S); x = np.random.rand(M, n_in); y = j % n_out."""
+    S, M, n_in, n_out = 2024, 80, 64, 10
+    np.random.seed(S)
+    X = np.random.rand(M, n_in)
+    Y = np.eye(n_out)[np.arange(M) % n_out]
+    cases = [
+        general_case(X, "gemm_relu_bias_mean_xavier", [64, 16, 10],
+                     {"method": "xavier", "seed": 11}, "relu", True, "mean", 0.5, 30, Y),
+        general_case(X, "gemm_tanh_sum_he", [64, 20, 12, 10], {"method": "he", "seed": 12},
+                     "tanh", False, "sum", 0.002, 30, Y),
+    ]
+    return {
+        "generator": "tests/golden/generate.py",
+        "numpy_version": np.__version__,
+        "note": "the dataset is not written out: draw it as 'generated' says",
+        "dataset": {"generated": {"method": "numpy_rand", "seed": S, "samples": M,
+                                  "features": n_in, "classes": n_out,
+                                  "labels": "class j % classes for sample j"}},
+        "cases": cases,
+    }
+
+
 def init_json():
     cases = []
     plan = [
@@ -446,3 +472,4 @@ if __name__ == "__main__":
     write("notebook.json", notebook_json())
     write("variants.json", variants_json())
     write("init.json", init_json())
+    write("large.json", large_json())
