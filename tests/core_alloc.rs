@@ -1,0 +1,150 @@
+//! The training loop allocates nothing after its first epoch: every buffer lives in the
+//! trainer's workspace, the history is reserved up front, and gemm keeps its packing
+//! buffers in thread-locals that the first epoch fills.
+//!
+//! A counting allocator wraps the system one. Counts are per thread, so the tests in this
+//! file may run in parallel without seeing each other's allocations.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use backprop_server::nn::{
+    Control, Dataset, Init, Labels, NetConfig, Network, NumpyRandom, SampleSet, TrainStatus,
+    Trainer,
+};
+
+struct Counting;
+
+thread_local! {
+    // Const-initialised and without a destructor: reading it never allocates itself.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn bump() {
+    // `try_with`: during thread teardown the slot may be gone; those allocations are not ours.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the GlobalAlloc
+// contract; the counter only observes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn cat_dog_ship() -> Dataset {
+    let x = vec![
+        56.0, 231.0, 24.0, 1.0, 120.0, 30.0, 24.0, 0.0, 2.0, 5.0, 210.0, 190.0, 60.0, 220.0, 30.0,
+        2.0, 130.0, 40.0, 20.0, 3.0, 4.0, 10.0, 200.0, 180.0,
+    ];
+    let y = Labels::Indices(vec![0, 1, 2, 0, 1, 2]);
+    Dataset::new(SampleSet::from_flat(x, 4).unwrap(), y, 4, 3).unwrap()
+}
+
+fn random_dataset(m: usize, n_in: usize, n_out: usize) -> Dataset {
+    let mut rng = NumpyRandom::new(7);
+    let x: Vec<f64> = (0..m * n_in).map(|_| rng.next_f64()).collect();
+    let y = Labels::Indices((0..m).map(|j| (j % n_out) as i64).collect());
+    Dataset::new(SampleSet::from_flat(x, n_in).unwrap(), y, n_in, n_out).unwrap()
+}
+
+/// Trains `epochs` epochs; returns the allocations counted from the end of epoch 1 (the
+/// control hook before epoch index 1) to the return of `run`, and checks every epoch boundary
+/// in between saw the same count.
+fn allocations_after_first_epoch(mut net: Network, data: &Dataset, epochs: u64) -> u64 {
+    let label = format!("{:?} on {} samples", net.config().layers, data.samples());
+    let mut history = Vec::new();
+    let mut trainer = Trainer::new(&net, data);
+    let mut at_epoch_1 = None;
+    let out = trainer.run(&mut net, data, epochs, &mut history, |e| {
+        let now = allocations();
+        match at_epoch_1 {
+            None if e == 1 => at_epoch_1 = Some(now),
+            Some(first) => assert_eq!(
+                now,
+                first,
+                "{label}: {} allocations between the end of epoch 1 and the start of epoch {}",
+                now - first,
+                e + 1
+            ),
+            None => {}
+        }
+        Control::Continue
+    });
+    let after = allocations();
+    assert_eq!(out.status, TrainStatus::Completed, "{label}: {out:?}");
+    assert_eq!(out.epochs_run, epochs, "{label}");
+    let first = at_epoch_1.expect("the control hook ran before epoch 1");
+    after - first
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Without this the other tests could pass on a counter that counts nothing.
+    let before = allocations();
+    let v: Vec<u64> = std::hint::black_box(Vec::with_capacity(16));
+    let after = allocations();
+    drop(v);
+    assert_eq!(
+        after - before,
+        1,
+        "one Vec::with_capacity is one allocation"
+    );
+}
+
+#[test]
+fn notebook_training_allocates_nothing_after_epoch_1() {
+    let net = Network::new(NetConfig::new(vec![4, 3]), &Init::NumpyRand { seed: 0 }).unwrap();
+    let n = allocations_after_first_epoch(net, &cat_dog_ship(), 100);
+    assert_eq!(
+        n, 0,
+        "[4, 3] on cat-dog-ship: {n} allocations after epoch 1"
+    );
+}
+
+#[test]
+fn two_layer_training_allocates_nothing_after_epoch_1() {
+    let net = Network::new(NetConfig::new(vec![4, 4, 3]), &Init::NumpyRand { seed: 0 }).unwrap();
+    let n = allocations_after_first_epoch(net, &cat_dog_ship(), 100);
+    assert_eq!(
+        n, 0,
+        "[4, 4, 3] on cat-dog-ship: {n} allocations after epoch 1"
+    );
+}
+
+/// `[64, 128, 10]` on 300 samples: 300 x 64 x 128 multiply-adds per product, far past the
+/// plain loop's limit, so every product goes through gemm and its thread-local buffers.
+#[test]
+fn gemm_sized_training_allocates_nothing_after_epoch_1() {
+    let mut config = NetConfig::new(vec![64, 128, 10]);
+    config.bias = true;
+    let net = Network::new(config, &Init::Xavier { seed: 1 }).unwrap();
+    let n = allocations_after_first_epoch(net, &random_dataset(300, 64, 10), 6);
+    assert_eq!(
+        n, 0,
+        "[64, 128, 10] on 300 samples: {n} allocations after epoch 1"
+    );
+}
