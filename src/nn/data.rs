@@ -25,7 +25,7 @@ pub struct SampleSet {
 impl SampleSet {
     /// Samples already flat: `rows` of `width` values each.
     pub fn from_flat(values: Vec<f64>, width: usize) -> Result<Self> {
-        if width == 0 || values.len() % width != 0 {
+        if width == 0 || !values.len().is_multiple_of(width) {
             return Err(NnError::ShapeMismatch(format!(
                 "{} values do not split into samples of {width}",
                 values.len()

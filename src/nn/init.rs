@@ -9,6 +9,9 @@ use super::error::Result;
 use super::network::{NetConfig, Params};
 use super::rng::NumpyRandom;
 
+/// The uniform bound `a` of a layer from its `(out, in)`; `None` draws `rand` on [0, 1).
+type Bound = fn(usize, usize) -> Option<f64>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Init {
     NumpyRand {
@@ -46,7 +49,7 @@ impl Init {
 
     /// The parameters this init gives for `config`.
     pub fn params(&self, config: &NetConfig) -> Result<Params> {
-        let (seed, bound): (u32, fn(usize, usize) -> Option<f64>) = match self {
+        let (seed, bound): (u32, Bound) = match self {
             Self::Explicit { weights, biases } => {
                 return Params::from_rows(config, weights.clone(), biases.clone());
             }
