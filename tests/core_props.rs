@@ -368,8 +368,11 @@ fn depth(t: &Tree) -> usize {
     }
 }
 
+/// A sample set as (shape of one sample, all values flat), or (error kind, sample index).
+type Verdict = Result<(Vec<usize>, Vec<f64>), (&'static str, usize)>;
+
 /// What the builder must answer: the first fault in sample order, or the flat values.
-fn oracle(samples: &[Tree], max: usize) -> Result<(Vec<usize>, Vec<f64>), (&'static str, usize)> {
+fn oracle(samples: &[Tree], max: usize) -> Verdict {
     let mut first: Option<Vec<usize>> = None;
     let mut flat = Vec::new();
     for (i, t) in samples.iter().enumerate() {
