@@ -81,12 +81,7 @@ async fn weights_round_trip_bit_for_bit() {
     check_bits("PUT /weights answer", &put["weights"][0], &VALUES);
     let get = app.get(&format!("/sessions/{id}/weights")).await;
     check_bits("GET /weights", &get.expect_json(200)["weights"][0], &VALUES);
-    for text in [
-        "0.30000000000000004",
-        "5e-324",
-        "-0.0",
-        "1.7976931348623157e308",
-    ] {
+    for text in ["0.30000000000000004", "5e-324", "-0.0"] {
         assert!(
             get.body.contains(text),
             "GET /weights does not write {text} shortest: {}",
