@@ -313,14 +313,16 @@ fn compare(item: &'static str, groups: &[Group<'_>], tol: Tolerance) -> ItemResu
         }
     }
     let allclose = acc.far == 0;
-    let tol_text = format!("rtol = {}, atol = {}", tol.rtol, tol.atol);
+    let tol_text = format!("rtol = {}, atol = {}", num(tol.rtol), num(tol.atol));
     let mut detail = match &acc.worst {
         None => format!("both are empty, so they match ({tol_text})"),
         Some((path, a, b)) => {
             let at = format!(
-                "the largest relative error, {}, is at {}: submitted {a}, reference {b}",
-                acc.rel,
-                show_path(item, path)
+                "the largest relative error, {}, is at {}: submitted {}, reference {}",
+                num(acc.rel),
+                show_path(item, path),
+                num(*a),
+                num(*b)
             );
             if allclose {
                 format!("all {} elements are close ({tol_text}); {at}", acc.count)
@@ -346,6 +348,11 @@ fn compare(item: &'static str, groups: &[Group<'_>], tol: Tolerance) -> ItemResu
         allclose: Some(allclose),
         detail,
     }
+}
+
+/// A number as JSON writes it (shortest round trip, `1e-7` rather than `0.0000001`).
+fn num(v: f64) -> String {
+    serde_json::to_string(&v).unwrap_or_else(|_| v.to_string())
 }
 
 impl ItemResult {
@@ -495,10 +502,12 @@ fn fault_detail(item: &'static str, g: &Group<'_>, fault: &Fault) -> String {
     } else {
         describe(sub)
     };
-    format!(
-        "{name} has shape {submitted}; the reference has shape {reference} (they first differ \
-         at {at})"
-    )
+    let where_ = if fault.path.len() > usize::from(g.key.is_some()) {
+        format!(" (they first differ at {at})")
+    } else {
+        String::new()
+    };
+    format!("{name} has shape {submitted}; the reference has shape {reference}{where_}")
 }
 
 fn clip(s: &str) -> String {
