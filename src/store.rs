@@ -170,7 +170,7 @@ impl Store {
     pub fn list(&self, offset: usize, limit: usize) -> (Vec<Arc<Entry>>, usize) {
         let mut all: Vec<Arc<Entry>> = self.map().values().cloned().collect();
         let total = all.len();
-        all.sort_unstable_by(|a, b| b.seq.cmp(&a.seq));
+        all.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq));
         (all.into_iter().skip(offset).take(limit).collect(), total)
     }
 
