@@ -120,7 +120,7 @@ async fn reads_during_a_run_are_quick_and_see_the_state_before_it() {
     let id = slow_session(&app).await;
     app.train(&id, 1).await;
     let before = app.snapshot(&id).await;
-    let batch = json!({"x": synthetic(3, 64, 10, 99)["x"]});
+    let batch = json!({"x": synthetic(3, 32, 10, 99)["x"]});
     let predict = format!("/sessions/{id}/predict");
     let pred_before = app.post(&predict, &batch).await.expect(200).body.clone();
 
