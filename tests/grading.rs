@@ -1033,6 +1033,19 @@ async fn import_checks_the_document_like_create_dataset_and_weights() {
             "invalid_request",
         ),
         (
+            "negative size",
+            edit(&|d| d["layers"] = json!([4, -4, 3])),
+            422,
+            "invalid_value",
+        ),
+        (
+            // Their products overflow even a u128: refused by the limit, never wrapped.
+            "sizes near u64::MAX",
+            edit(&|d| d["layers"] = json!([4, u64::MAX, u64::MAX, u64::MAX, u64::MAX, 3])),
+            422,
+            "too_large",
+        ),
+        (
             "learning rate",
             edit(&|d| d["learning_rate"] = json!(-1)),
             422,

@@ -161,6 +161,29 @@ struct DatasetDoc {
     y: Option<LabelsWire>,
 }
 
+/// A layer size as written: any JSON integer literal (`4.0` is a 400), held wide enough that
+/// a huge one is refused as `too_large`, as the contract says, rather than as a parse error.
+struct LayerSize(i128);
+
+impl<'de> Deserialize<'de> for LayerSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = LayerSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a layer size (an integer like 4)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<LayerSize, E> {
+                Ok(LayerSize(i128::from(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LayerSize, E> {
+                Ok(LayerSize(i128::from(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// An export document. Only `format`, `layers` and `weights` are required; the settings
 /// default as on `POST /sessions`, the rest to "none yet".
 #[derive(Deserialize)]
@@ -169,7 +192,7 @@ pub struct ImportDoc {
     /// Its one variant is checked by parsing; nothing else reads it.
     #[serde(rename = "format")]
     _format: FormatWire,
-    layers: Vec<i64>,
+    layers: Vec<LayerSize>,
     activation: Option<ActivationWire>,
     learning_rate: Option<f64>,
     grad_reduction: Option<ReductionWire>,
@@ -191,17 +214,39 @@ fn config(doc: &ImportDoc, max_parameters: u64) -> ApiResult<NetConfig> {
             MAX_LAYERS + 1
         )));
     }
-    let mut layers = Vec::with_capacity(n);
-    for (k, &size) in doc.layers.iter().enumerate() {
-        match usize::try_from(size) {
-            Ok(s) if s >= 1 => layers.push(s),
-            _ => {
-                return Err(ApiError::InvalidValue(format!(
-                    "layers[{k}] is {size}; every layer size must be at least 1"
-                )));
-            }
-        }
+    let sizes: Vec<i128> = doc.layers.iter().map(|s| s.0).collect();
+    if let Some(k) = sizes.iter().position(|&s| s < 1) {
+        return Err(ApiError::InvalidValue(format!(
+            "layers[{k}] is {}; every layer size must be at least 1",
+            sizes[k]
+        )));
     }
+    // Counted here with saturation: huge sizes must not overflow on the way to the limit.
+    let bias = doc.bias.unwrap_or(false);
+    let count = sizes
+        .windows(2)
+        .map(|w| {
+            let (i, o) = (w[0].unsigned_abs(), w[1].unsigned_abs());
+            o.saturating_mul(i).saturating_add(if bias { o } else { 0 })
+        })
+        .fold(0u128, u128::saturating_add);
+    if count > u128::from(max_parameters) {
+        return Err(ApiError::TooLarge(format!(
+            "layers {:?} have {} parameters (weights and biases); this server allows at most \
+             {max_parameters} (--max-parameters)",
+            sizes,
+            if count == u128::MAX {
+                "more than 10^38".to_owned()
+            } else {
+                count.to_string()
+            }
+        )));
+    }
+    let layers = sizes
+        .iter()
+        .map(|&s| usize::try_from(s))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|e| ApiError::Internal(format!("a layer size within the limit: {e}")))?;
     let mut c = NetConfig::new(layers);
     c.activation = match doc.activation {
         None | Some(ActivationWire::Relu) => Activation::Relu,
@@ -215,7 +260,7 @@ fn config(doc: &ImportDoc, max_parameters: u64) -> ApiResult<NetConfig> {
     if let Some(lr) = doc.learning_rate {
         c.learning_rate = lr;
     }
-    c.bias = doc.bias.unwrap_or(false);
+    c.bias = bias;
     c.validate(max_parameters)?;
     Ok(c)
 }
