@@ -92,7 +92,17 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Parses JSON, naming the path of a badly formed value (`layers[1]: invalid type ...`).
+///
+/// Syntax is checked on its own first: otherwise serde reports a truncated `[1, 2` as the
+/// wrong type for a struct (400 invalid_request) instead of as broken JSON. And every body
+/// is an object: serde would also fill a struct from an array, by position.
 pub fn parse<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| classify(&e, "."))?;
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidRequest(
+            "the body must be a JSON object, like {\"epochs\": 100}".into(),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -16,10 +16,12 @@ use time::format_description::well_known::Rfc3339;
 use super::AppState;
 use super::datasets::unknown_builtin;
 use super::extract::{ApiJson, QueryParams};
-use super::wire::{LabelsWire, Matrices, Samples, Vectors};
+use super::wire::{
+    ActivationWire, Int, LabelsWire, Matrices, MethodWire, ReductionWire, Samples, Vectors,
+};
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
-use crate::nn::{Activation, Dataset, GradReduction, Init, NetConfig, Network, Params};
+use crate::nn::{Dataset, Init, NetConfig, Network, Params};
 use crate::store::{Entry, InitEcho, Session};
 
 /// Networks with more parameters than this are built on a worker, not on the runtime.
@@ -34,34 +36,10 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ActivationWire {
-    Relu,
-    Sigmoid,
-    Tanh,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ReductionWire {
-    Sum,
-    Mean,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum MethodWire {
-    NumpyRand,
-    Xavier,
-    He,
-    Explicit,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InitWire {
     method: Option<MethodWire>,
-    seed: Option<i64>,
+    seed: Option<Int>,
     weights: Option<Vec<Vec<Vec<f64>>>>,
     biases: Option<Vec<Vec<f64>>>,
 }
@@ -69,7 +47,7 @@ struct InitWire {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
-    layers: Vec<i64>,
+    layers: Vec<Int>,
     activation: Option<ActivationWire>,
     learning_rate: Option<f64>,
     grad_reduction: Option<ReductionWire>,
@@ -80,44 +58,14 @@ struct CreateRequest {
 impl CreateRequest {
     /// Parse, don't validate: from here on the core sees only a valid config and init.
     fn into_domain(self, max_parameters: u64) -> ApiResult<(NetConfig, Init)> {
-        let n = self.layers.len();
-        if !(2..=crate::nn::MAX_LAYERS + 1).contains(&n) {
-            return Err(ApiError::InvalidValue(format!(
-                "layers has {n} sizes; it takes 2 to {} sizes [n_in, ..., n_out], \
-                 e.g. [4, 3] or [4, 4, 3]",
-                crate::nn::MAX_LAYERS + 1
-            )));
-        }
-        let mut layers = Vec::with_capacity(n);
-        for (k, &size) in self.layers.iter().enumerate() {
-            match usize::try_from(size) {
-                Ok(s) if s >= 1 => layers.push(s),
-                _ => {
-                    return Err(ApiError::InvalidValue(format!(
-                        "layers[{k}] is {size}; every layer size must be at least 1"
-                    )));
-                }
-            }
-        }
-        let mut config = NetConfig::new(layers);
-        if let Some(a) = self.activation {
-            config.activation = match a {
-                ActivationWire::Relu => Activation::Relu,
-                ActivationWire::Sigmoid => Activation::Sigmoid,
-                ActivationWire::Tanh => Activation::Tanh,
-            };
-        }
-        if let Some(r) = self.grad_reduction {
-            config.grad_reduction = match r {
-                ReductionWire::Sum => GradReduction::Sum,
-                ReductionWire::Mean => GradReduction::Mean,
-            };
-        }
-        if let Some(lr) = self.learning_rate {
-            config.learning_rate = lr;
-        }
-        config.bias = self.bias.unwrap_or(false);
-        config.validate(max_parameters)?;
+        let config = net_config(
+            &self.layers,
+            self.activation,
+            self.learning_rate,
+            self.grad_reduction,
+            self.bias,
+            max_parameters,
+        )?;
         let init = match self.init {
             None => Init::NumpyRand {
                 seed: random_seed(),
@@ -126,6 +74,61 @@ impl CreateRequest {
         };
         Ok((config, init))
     }
+}
+
+/// A network's settings as `POST /sessions` (and import) take them, checked in the
+/// contract's order: layer count and sizes, learning rate, then the parameter limit.
+pub fn net_config(
+    layers: &[Int],
+    activation: Option<ActivationWire>,
+    learning_rate: Option<f64>,
+    grad_reduction: Option<ReductionWire>,
+    bias: Option<bool>,
+    max_parameters: u64,
+) -> ApiResult<NetConfig> {
+    let n = layers.len();
+    if !(2..=crate::nn::MAX_LAYERS + 1).contains(&n) {
+        return Err(ApiError::InvalidValue(format!(
+            "layers has {n} sizes; it takes 2 to {} sizes [n_in, ..., n_out], \
+             e.g. [4, 3] or [4, 4, 3]",
+            crate::nn::MAX_LAYERS + 1
+        )));
+    }
+    let mut sizes = Vec::with_capacity(n);
+    for (k, &Int(size)) in layers.iter().enumerate() {
+        match usize::try_from(size) {
+            Ok(s) if s >= 1 => sizes.push(s),
+            // Beyond usize is a count no limit allows, not a form error.
+            _ if size > 0 => sizes.push(usize::MAX),
+            _ => {
+                return Err(ApiError::InvalidValue(format!(
+                    "layers[{k}] is {size}; every layer size must be at least 1"
+                )));
+            }
+        }
+    }
+    let mut config = NetConfig::new(sizes);
+    if let Some(a) = activation {
+        config.activation = a.into();
+    }
+    if let Some(r) = grad_reduction {
+        config.grad_reduction = r.into();
+    }
+    if let Some(lr) = learning_rate {
+        config.learning_rate = lr;
+    }
+    config.bias = bias.unwrap_or(false);
+    config.validate(max_parameters)?;
+    Ok(config)
+}
+
+/// A seed for NumPy's legacy generator: 0..=2^32-1.
+pub fn seed(Int(s): Int) -> ApiResult<u32> {
+    u32::try_from(s).map_err(|_| {
+        ApiError::InvalidValue(format!(
+            "init.seed is {s}; a seed is an integer from 0 to 4294967295"
+        ))
+    })
 }
 
 fn random_seed() -> u32 {
@@ -160,11 +163,7 @@ fn init_from_wire(w: InitWire) -> ApiResult<Init> {
     }
     let seed = match w.seed {
         None => random_seed(),
-        Some(s) => u32::try_from(s).map_err(|_| {
-            ApiError::InvalidValue(format!(
-                "init.seed is {s}; a seed is an integer from 0 to 4294967295"
-            ))
-        })?,
+        Some(s) => seed(s)?,
     };
     Ok(match method {
         MethodWire::Xavier => Init::Xavier { seed },
@@ -287,14 +286,19 @@ pub fn inline_dataset(
     n_out: usize,
 ) -> ApiResult<Dataset> {
     let samples = x.0?;
+    check_sample_count(state, samples.len())?;
+    Ok(Dataset::new(samples, y.0?, n_in, n_out)?)
+}
+
+/// `--max-samples` holds for every dataset and batch, built-in ones included.
+pub fn check_sample_count(state: &AppState, samples: usize) -> ApiResult<()> {
     let max = state.config().max_samples;
-    if samples.len() > max {
+    if samples > max {
         return Err(ApiError::TooLarge(format!(
-            "x has {} samples; this server takes at most {max} (--max-samples)",
-            samples.len()
+            "the data has {samples} samples; this server takes at most {max} (--max-samples)"
         )));
     }
-    Ok(Dataset::new(samples, y.0?, n_in, n_out)?)
+    Ok(())
 }
 
 async fn put_dataset(
@@ -308,9 +312,11 @@ async fn put_dataset(
         (c.n_in(), c.n_out())
     };
     let stored: Arc<StoredDataset> = match (req.builtin, req.x, req.y) {
-        (Some(name), None, None) => builtin(&name)
-            .ok_or_else(|| unknown_builtin(&name))?
-            .for_network(n_in, n_out)?,
+        (Some(name), None, None) => {
+            let b = builtin(&name).ok_or_else(|| unknown_builtin(&name))?;
+            check_sample_count(&state, b.samples())?;
+            b.for_network(n_in, n_out)?
+        }
         (Some(_), _, _) => {
             return Err(ApiError::InvalidRequest(
                 "send either builtin, or x and y, not both".into(),

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::extract::{ApiJson, OptionalJson, QueryParams};
-use super::sessions::inline_dataset;
-use super::wire::{LabelsWire, Matrices, Rows, Samples, Vectors};
+use super::sessions::{check_sample_count, inline_dataset};
+use super::wire::{Int, LabelsWire, Matrices, Rows, Samples, Vectors};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{self, Control, Dataset, TrainStatus, Trainer};
 use crate::store::Session;
@@ -50,7 +50,7 @@ impl Drop for CancelOnDrop {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrainRequest {
-    epochs: i64,
+    epochs: Int,
     return_loss: Option<bool>,
 }
 
@@ -72,13 +72,13 @@ async fn train(
 ) -> ApiResult<Json<TrainResponse>> {
     let entry = state.store().get(&id)?;
     let max_epochs = state.config().max_epochs;
-    let epochs = u64::try_from(req.epochs)
+    let Int(requested) = req.epochs;
+    let epochs = u64::try_from(requested)
         .ok()
         .filter(|e| (1..=max_epochs).contains(e))
         .ok_or_else(|| {
             ApiError::InvalidValue(format!(
-                "epochs is {}; it takes an integer from 1 to {max_epochs}",
-                req.epochs
+                "epochs is {requested}; it takes an integer from 1 to {max_epochs}"
             ))
         })?;
     let return_loss = req.return_loss.unwrap_or(true);
@@ -241,13 +241,7 @@ async fn predict(
             }
             None => {
                 let samples = x.0?;
-                let max = st.config().max_samples;
-                if samples.len() > max {
-                    return Err(ApiError::TooLarge(format!(
-                        "x has {} samples; this server takes at most {max} (--max-samples)",
-                        samples.len()
-                    )));
-                }
+                check_sample_count(&st, samples.len())?;
                 let x = samples.into_matrix(n_in)?;
                 nn::predict(&s.net, &x, None)?
             }

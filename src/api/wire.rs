@@ -207,3 +207,71 @@ impl Serialize for Vectors<'_> {
         }
     }
 }
+
+/// An integer as written: any JSON integer literal, held wide so that a huge one is a value
+/// out of range (422), while `4.0`, `1e12` or `"4"` is the wrong form (400), as the contract
+/// says. serde_json's own i128 parsing calls a float a syntax error, hence this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int(pub i128);
+
+impl<'de> Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an integer literal like 4 (not 4.0 or \"4\")")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                Ok(Int(i128::from(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(i128::from(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationWire {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl From<ActivationWire> for crate::nn::Activation {
+    fn from(a: ActivationWire) -> Self {
+        match a {
+            ActivationWire::Relu => Self::Relu,
+            ActivationWire::Sigmoid => Self::Sigmoid,
+            ActivationWire::Tanh => Self::Tanh,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReductionWire {
+    Sum,
+    Mean,
+}
+
+impl From<ReductionWire> for crate::nn::GradReduction {
+    fn from(r: ReductionWire) -> Self {
+        match r {
+            ReductionWire::Sum => Self::Sum,
+            ReductionWire::Mean => Self::Mean,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodWire {
+    NumpyRand,
+    Xavier,
+    He,
+    Explicit,
+}

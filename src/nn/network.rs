@@ -130,15 +130,15 @@ impl NetConfig {
         Ok(())
     }
 
-    /// Weights plus biases, without overflow for any sizes.
+    /// Weights plus biases; saturates rather than wrapping, so no sizes can sneak under a limit.
     pub fn parameter_count(&self) -> u128 {
-        self.layers
-            .windows(2)
-            .map(|w| {
-                let (i, o) = (w[0] as u128, w[1] as u128);
-                o * i + if self.bias { o } else { 0 }
-            })
-            .sum()
+        self.layers.windows(2).fold(0u128, |total, w| {
+            let (i, o) = (w[0] as u128, w[1] as u128);
+            let layer = o
+                .saturating_mul(i)
+                .saturating_add(if self.bias { o } else { 0 });
+            total.saturating_add(layer)
+        })
     }
 
     /// `(out, in)` of each weight layer.

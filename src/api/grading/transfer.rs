@@ -18,14 +18,13 @@ use serde::{Deserialize, Serialize};
 use crate::api::AppState;
 use crate::api::datasets::unknown_builtin;
 use crate::api::extract::ApiJson;
-use crate::api::sessions::{inline_dataset, session_json};
-use crate::api::wire::{LabelsWire, Matrices, Rows, Samples, Vectors};
+use crate::api::sessions::{inline_dataset, net_config, session_json};
+use crate::api::wire::{
+    ActivationWire, Int, LabelsWire, Matrices, MethodWire, ReductionWire, Rows, Samples, Vectors,
+};
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
-use crate::nn::{
-    Activation, Dataset, GradReduction, Init, Labels, MAX_LAYERS, NetConfig, Network,
-    SampleSetBuilder,
-};
+use crate::nn::{Dataset, Init, Labels, NetConfig, Network, SampleSetBuilder};
 use crate::store::{Entry, InitEcho, Session};
 
 /// The document's `format`; a later, incompatible layout gets a new name.
@@ -122,34 +121,10 @@ enum FormatWire {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ActivationWire {
-    Relu,
-    Sigmoid,
-    Tanh,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ReductionWire {
-    Sum,
-    Mean,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-enum MethodWire {
-    NumpyRand,
-    Xavier,
-    He,
-    Explicit,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InitDoc {
     method: MethodWire,
-    seed: Option<i64>,
+    seed: Option<Int>,
 }
 
 #[derive(Deserialize)]
@@ -161,29 +136,6 @@ struct DatasetDoc {
     y: Option<LabelsWire>,
 }
 
-/// A layer size as written: any JSON integer literal (`4.0` is a 400), held wide enough that
-/// a huge one is refused as `too_large`, as the contract says, rather than as a parse error.
-struct LayerSize(i128);
-
-impl<'de> Deserialize<'de> for LayerSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = LayerSize;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a layer size (an integer like 4)")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<LayerSize, E> {
-                Ok(LayerSize(i128::from(v)))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LayerSize, E> {
-                Ok(LayerSize(i128::from(v)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// An export document. Only `format`, `layers` and `weights` are required; the settings
 /// default as on `POST /sessions`, the rest to "none yet".
 #[derive(Deserialize)]
@@ -192,7 +144,7 @@ pub struct ImportDoc {
     /// Its one variant is checked by parsing; nothing else reads it.
     #[serde(rename = "format")]
     _format: FormatWire,
-    layers: Vec<LayerSize>,
+    layers: Vec<Int>,
     activation: Option<ActivationWire>,
     learning_rate: Option<f64>,
     grad_reduction: Option<ReductionWire>,
@@ -207,62 +159,14 @@ pub struct ImportDoc {
 
 /// The settings, checked as `POST /sessions` checks them.
 fn config(doc: &ImportDoc, max_parameters: u64) -> ApiResult<NetConfig> {
-    let n = doc.layers.len();
-    if !(2..=MAX_LAYERS + 1).contains(&n) {
-        return Err(ApiError::InvalidValue(format!(
-            "layers has {n} sizes; it takes 2 to {} sizes [n_in, ..., n_out], e.g. [4, 3]",
-            MAX_LAYERS + 1
-        )));
-    }
-    let sizes: Vec<i128> = doc.layers.iter().map(|s| s.0).collect();
-    if let Some(k) = sizes.iter().position(|&s| s < 1) {
-        return Err(ApiError::InvalidValue(format!(
-            "layers[{k}] is {}; every layer size must be at least 1",
-            sizes[k]
-        )));
-    }
-    // Counted here with saturation: huge sizes must not overflow on the way to the limit.
-    let bias = doc.bias.unwrap_or(false);
-    let count = sizes
-        .windows(2)
-        .map(|w| {
-            let (i, o) = (w[0].unsigned_abs(), w[1].unsigned_abs());
-            o.saturating_mul(i).saturating_add(if bias { o } else { 0 })
-        })
-        .fold(0u128, u128::saturating_add);
-    if count > u128::from(max_parameters) {
-        return Err(ApiError::TooLarge(format!(
-            "layers {:?} have {} parameters (weights and biases); this server allows at most \
-             {max_parameters} (--max-parameters)",
-            sizes,
-            if count == u128::MAX {
-                "more than 10^38".to_owned()
-            } else {
-                count.to_string()
-            }
-        )));
-    }
-    let layers = sizes
-        .iter()
-        .map(|&s| usize::try_from(s))
-        .collect::<Result<Vec<usize>, _>>()
-        .map_err(|e| ApiError::Internal(format!("a layer size within the limit: {e}")))?;
-    let mut c = NetConfig::new(layers);
-    c.activation = match doc.activation {
-        None | Some(ActivationWire::Relu) => Activation::Relu,
-        Some(ActivationWire::Sigmoid) => Activation::Sigmoid,
-        Some(ActivationWire::Tanh) => Activation::Tanh,
-    };
-    c.grad_reduction = match doc.grad_reduction {
-        None | Some(ReductionWire::Sum) => GradReduction::Sum,
-        Some(ReductionWire::Mean) => GradReduction::Mean,
-    };
-    if let Some(lr) = doc.learning_rate {
-        c.learning_rate = lr;
-    }
-    c.bias = bias;
-    c.validate(max_parameters)?;
-    Ok(c)
+    net_config(
+        &doc.layers,
+        doc.activation,
+        doc.learning_rate,
+        doc.grad_reduction,
+        doc.bias,
+        max_parameters,
+    )
 }
 
 /// The init echo: only reported, since the weights in the document are what counts.
@@ -296,11 +200,7 @@ fn init_echo(init: Option<&InitDoc>) -> ApiResult<InitEcho> {
             "init.seed is missing; method {method:?} was seeded, so the document names the seed"
         )));
     };
-    let seed = u32::try_from(seed).map_err(|_| {
-        ApiError::InvalidValue(format!(
-            "init.seed is {seed}; a seed is an integer from 0 to 4294967295"
-        ))
-    })?;
+    let seed = crate::api::sessions::seed(seed)?;
     Ok(InitEcho {
         method,
         seed: Some(seed),
