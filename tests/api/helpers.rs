@@ -125,6 +125,19 @@ pub enum Auth<'a> {
 pub const JSON: Option<&str> = Some("application/json");
 
 impl TestApp {
+    /// The same server through a client that opens a new connection for every request.
+    pub fn without_pool(&self) -> TestApp {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("building the HTTP client");
+        TestApp {
+            client,
+            ..self.clone()
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

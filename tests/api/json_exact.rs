@@ -118,3 +118,58 @@ async fn weights_round_trip_bit_for_bit() {
         "learning_rate echo: {s}"
     );
 }
+
+/// A loss that is exactly zero is written `0.0`: never `-0.0`, never negative.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_loss_is_written_as_positive_zero() {
+    let app = spawn_app(config()).await;
+    // Logits 1000 apart: the softmax is exactly one-hot, so the loss is exactly 0.
+    let (id, _) = app
+        .create_session(&json!({"layers": [2, 2], "init": {"method": "explicit",
+            "weights": [[[1000, 0], [0, 0]]]}}))
+        .await;
+    let data = json!({"x": [[1, 0]], "y": [0]});
+    app.put(&format!("/sessions/{id}/dataset"), &data)
+        .await
+        .expect(200);
+    let predict = app.post(&format!("/sessions/{id}/predict"), &data).await;
+    let grads = app
+        .post(&format!("/sessions/{id}/gradients"), &json!({}))
+        .await;
+    let train = app
+        .post(&format!("/sessions/{id}/train"), &json!({"epochs": 2}))
+        .await;
+    let history = app.get(&format!("/sessions/{id}/loss")).await;
+    let session = app.get(&format!("/sessions/{id}")).await;
+    let mut losses = vec![
+        ("predict loss", predict.expect_json(200)["loss"].clone()),
+        ("gradients loss", grads.expect_json(200)["loss"].clone()),
+    ];
+    let t = train.expect_json(200);
+    let h = history.expect_json(200);
+    let s = session.expect_json(200);
+    for (what, v) in [
+        ("train loss", &t["loss"]),
+        ("train initial_loss", &t["initial_loss"]),
+        ("train final_loss", &t["final_loss"]),
+        ("GET /loss loss", &h["loss"]),
+        ("GET /loss initial_loss", &h["initial_loss"]),
+        ("session initial_loss", &s["initial_loss"]),
+        ("session last_loss", &s["last_loss"]),
+    ] {
+        losses.push((what, v.clone()));
+    }
+    for (what, v) in &losses {
+        let values = crate::helpers::floats(v);
+        assert!(!values.is_empty(), "{what}: no value in {v}");
+        for l in values {
+            assert_eq!(l.to_bits(), 0.0f64.to_bits(), "{what}: {l:?} is not +0.0");
+        }
+    }
+    let csv = app.get(&format!("/sessions/{id}/loss?format=csv")).await;
+    assert_eq!(
+        csv.expect(200).body.trim_end(),
+        "epoch,loss\n1,0.0\n2,0.0",
+        "CSV of zero losses"
+    );
+}

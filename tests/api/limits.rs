@@ -24,12 +24,15 @@ fn padded(len: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_max_body_bytes_are_413() {
     let app = spawn_app(with(|c| c.max_body_bytes = 1024)).await;
+    // The server may close a connection whose body it did not read; refused bodies go on
+    // their own connections, so the pooled client's next request cannot land on a dead one.
+    let refused = app.without_pool();
     let at = app
         .send(Method::POST, "/sessions", JSON, Some(&padded(1024)))
         .await;
     at.expect(201);
     for len in [1025, 4096, 100_000] {
-        let r = app
+        let r = refused
             .send(Method::POST, "/sessions", JSON, Some(&padded(len)))
             .await;
         assert_problem(&r, 413, "body_too_large");
@@ -45,14 +48,14 @@ async fn bodies_over_max_body_bytes_are_413() {
         (Method::POST, format!("/sessions/{id}/predict")),
         (Method::POST, format!("/sessions/{id}/gradients")),
     ] {
-        let r = app.send(method, &path, JSON, Some(&big)).await;
+        let r = refused.send(method, &path, JSON, Some(&big)).await;
         assert_problem(&r, 413, "body_too_large");
     }
     let w = format!(
         r#"{{"weights": [[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]]}}{}"#,
         " ".repeat(2000)
     );
-    let r = app
+    let r = refused
         .send(
             Method::PUT,
             &format!("/sessions/{id}/weights"),
@@ -67,6 +70,25 @@ async fn bodies_over_max_body_bytes_are_413() {
         "a refused body changed the session: {changes:?}"
     );
     assert_eq!(app.get("/sessions").await.expect_json(200)["total"], 1);
+}
+
+/// A server that answers before reading a body must close the connection, and RFC 9112
+/// (section 9.6) asks it to say so; otherwise a keep-alive client sends its next request on
+/// a connection that is going away ("error sending request", now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_unread_body_says_the_connection_closes() {
+    let app = spawn_app(with(|c| c.max_body_bytes = 1024)).await;
+    let r = app
+        .without_pool()
+        .send(Method::POST, "/sessions", JSON, Some(&padded(1_000_000)))
+        .await;
+    assert_problem(&r, 413, "body_too_large");
+    let connection = r.header("connection").unwrap_or("").to_ascii_lowercase();
+    assert_eq!(
+        connection, "close",
+        "413 before reading a 1 MB body, without Connection: close; headers {:?}",
+        r.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

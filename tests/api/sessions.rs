@@ -208,3 +208,80 @@ async fn json_content_types_with_parameters_or_suffixes_are_accepted() {
         .expect(200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_start_a_history_and_datasets_keep_it() {
+    let app = spawn_app(config()).await;
+    let (id, _) = app
+        .create_session(
+            &json!({"layers": [4, 3], "bias": true, "init": {"method": "numpy_rand", "seed": 0}}),
+        )
+        .await;
+    app.put_builtin(&id, "cat-dog-ship").await;
+    let first = app.train(&id, 5).await;
+    let initial = first["initial_loss"].clone();
+    assert!(
+        initial.is_number(),
+        "the first train sets initial_loss: {first}"
+    );
+
+    // A new dataset keeps the weights, the history and its initial_loss.
+    let w = app.get(&format!("/sessions/{id}/weights")).await.body;
+    app.put(
+        &format!("/sessions/{id}/dataset"),
+        &json!({"x": [[1, 2, 3, 4], [4, 3, 2, 1]], "y": [0, 2]}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(app.get(&format!("/sessions/{id}/weights")).await.body, w);
+    let s = app.get(&format!("/sessions/{id}")).await.expect_json(200);
+    assert_eq!(
+        (&s["epochs_trained"], &s["initial_loss"]),
+        (&json!(5), &initial),
+        "{s}"
+    );
+    let more = app.train(&id, 2).await;
+    assert_eq!(more["epochs_trained"], 7);
+    assert_eq!(
+        more["initial_loss"], initial,
+        "a new dataset does not reset initial_loss"
+    );
+
+    // PUT /weights without biases on a bias session: biases become zeros, history restarts.
+    let put = app
+        .put(
+            &format!("/sessions/{id}/weights"),
+            &json!({"weights": [[[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]]}),
+        )
+        .await
+        .expect_json(200);
+    assert_eq!(
+        put["biases"],
+        json!([[0.0, 0.0, 0.0]]),
+        "omitted biases: {put}"
+    );
+    let s = app.get(&format!("/sessions/{id}")).await.expect_json(200);
+    assert_eq!(
+        (&s["epochs_trained"], &s["initial_loss"], &s["last_loss"]),
+        (&json!(0), &json!(null), &json!(null)),
+        "PUT /weights starts a new history: {s}"
+    );
+    let again = app.train(&id, 1).await;
+    assert_eq!(again["epochs_trained"], 1);
+    let g = app
+        .post(
+            &format!("/sessions/{id}/gradients"),
+            &json!({"x": [[1, 2, 3, 4], [4, 3, 2, 1]], "y": [0, 2]}),
+        )
+        .await
+        .expect_json(200);
+    assert!(
+        again["initial_loss"].is_number() && again["initial_loss"] != initial,
+        "{again}"
+    );
+    assert_eq!(
+        g["biases"].as_array().map(Vec::len),
+        Some(1),
+        "bias gradients: {g}"
+    );
+}
