@@ -1,1 +1,312 @@
-fn main() {}
+//! Criterion benchmarks of the core (issue 2's speed section); `bench/run.sh` runs them next to
+//! `bench/numpy_baseline.py` and prints the ratios. `bench/README.md` has the figures.
+//!
+//! - `train/notebook_4-3_100ep`, `train/notebook_4-4-3_100ep`: the notebook problem
+//!   (cat-dog-ship, numpy_rand seed 0, relu, sum, lr 1e-4), 100 epochs, as one request does
+//!   it: a fresh `Trainer` and 100 updates with the loss after each.
+//! - `train/blobs_64-128-10_5ep`: 10,000 seeded Gaussian blobs (the generator below is
+//!   NumPy's legacy `randn`, bit for bit, so NumPy trains on the same numbers), he init,
+//!   5 epochs per iteration; divide by 5 for the time per epoch.
+//! - `gemm/*`: the five matrix products of one blobs epoch through `gemm` (as `linalg` calls
+//!   it), through ndarray's `dot` (matrixmultiply), and the notebook-sized product through
+//!   both and the plain loop, to check the kernels and the small/large threshold.
+//!
+//! Before measuring, `main` prints the losses NumPy must reproduce (`check ...` lines), so a
+//! reader (and `run.sh`) can see both sides did the same work.
+
+use std::hint::black_box;
+
+use backprop_server::nn::{
+    Control, Dataset, GradReduction, Init, Labels, NetConfig, Network, NumpyRandom, SampleSet,
+    TrainStatus, Trainer,
+};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+/// The notebook's cat-dog-ship, flattened row-major, and its class indices.
+const CAT_DOG_SHIP: [[f64; 4]; 6] = [
+    [56.0, 231.0, 24.0, 1.0],
+    [120.0, 30.0, 24.0, 0.0],
+    [2.0, 5.0, 210.0, 190.0],
+    [60.0, 220.0, 30.0, 2.0],
+    [130.0, 40.0, 20.0, 3.0],
+    [4.0, 10.0, 200.0, 180.0],
+];
+const CAT_DOG_SHIP_CLASSES: [i64; 6] = [0, 1, 2, 0, 1, 2];
+
+const BLOBS_SAMPLES: usize = 10_000;
+const BLOBS_LAYERS: [usize; 3] = [64, 128, 10];
+const BLOBS_EPOCHS: u64 = 5;
+const BLOBS_DATA_SEED: u32 = 7;
+const BLOBS_INIT_SEED: u32 = 1;
+const BLOBS_LR: f64 = 0.05;
+
+fn notebook_data() -> Dataset {
+    let flat = CAT_DOG_SHIP.iter().flatten().copied().collect();
+    let samples = SampleSet::from_flat(flat, 4).expect("6 samples of 4");
+    Dataset::new(
+        samples,
+        Labels::Indices(CAT_DOG_SHIP_CLASSES.to_vec()),
+        4,
+        3,
+    )
+    .expect("cat-dog-ship fits [4, ..., 3]")
+}
+
+fn notebook_net(layers: &[usize]) -> Network {
+    Network::new(
+        NetConfig::new(layers.to_vec()),
+        &Init::NumpyRand { seed: 0 },
+    )
+    .expect("the notebook's net is valid")
+}
+
+/// NumPy's legacy `randn` (polar Box-Muller, the second value of each pair cached).
+struct Gauss {
+    u: NumpyRandom,
+    cached: Option<f64>,
+}
+
+impl Gauss {
+    fn new(seed: u32) -> Self {
+        Self {
+            u: NumpyRandom::new(seed),
+            cached: None,
+        }
+    }
+
+    fn next(&mut self) -> f64 {
+        if let Some(g) = self.cached.take() {
+            return g;
+        }
+        loop {
+            let x1 = 2.0 * self.u.next_f64() - 1.0;
+            let x2 = 2.0 * self.u.next_f64() - 1.0;
+            let r2 = x1 * x1 + x2 * x2;
+            if r2 < 1.0 && r2 != 0.0 {
+                let f = (-2.0 * r2.ln() / r2).sqrt();
+                self.cached = Some(f * x1);
+                return f * x2;
+            }
+        }
+    }
+}
+
+/// `np.random.seed(7); centers = 3 * randn(10, 64); c = arange(10000) % 10;
+/// x = centers[c] + randn(10000, 64)`, as in `bench/numpy_baseline.py`.
+fn blobs_data() -> Dataset {
+    let (n_in, n_out) = (BLOBS_LAYERS[0], BLOBS_LAYERS[2]);
+    let mut g = Gauss::new(BLOBS_DATA_SEED);
+    let centers: Vec<f64> = (0..n_out * n_in).map(|_| 3.0 * g.next()).collect();
+    let classes: Vec<i64> = (0..BLOBS_SAMPLES).map(|j| (j % n_out) as i64).collect();
+    let mut flat = Vec::with_capacity(BLOBS_SAMPLES * n_in);
+    for &c in &classes {
+        let center = &centers[c as usize * n_in..(c as usize + 1) * n_in];
+        flat.extend(center.iter().map(|m| m + g.next()));
+    }
+    let samples = SampleSet::from_flat(flat, n_in).expect("rows of 64");
+    Dataset::new(samples, Labels::Indices(classes), n_in, n_out).expect("blobs fit the net")
+}
+
+fn blobs_net() -> Network {
+    let mut config = NetConfig::new(BLOBS_LAYERS.to_vec());
+    config.grad_reduction = GradReduction::Mean;
+    config.learning_rate = BLOBS_LR;
+    Network::new(
+        config,
+        &Init::He {
+            seed: BLOBS_INIT_SEED,
+        },
+    )
+    .expect("the blobs net is valid")
+}
+
+/// Trains a fresh copy of `net` for `epochs` and returns the loss history; panics unless
+/// every epoch ran, so a diverging benchmark cannot pass for a fast one.
+fn train(net: &Network, data: &Dataset, epochs: u64) -> Vec<f64> {
+    let mut net = net.clone();
+    let mut history = Vec::new();
+    let out =
+        Trainer::new(&net, data).run(&mut net, data, epochs, &mut history, |_| Control::Continue);
+    assert_eq!(
+        (out.status, out.epochs_run),
+        (TrainStatus::Completed, epochs),
+        "the benchmark run must complete"
+    );
+    history
+}
+
+fn train_benches(c: &mut Criterion) {
+    let mut group = c.benchmark_group("train");
+    let data = notebook_data();
+    for (name, layers) in [
+        ("notebook_4-3_100ep", &[4, 3][..]),
+        ("notebook_4-4-3_100ep", &[4, 4, 3][..]),
+    ] {
+        let net = notebook_net(layers);
+        group.bench_function(name, |b| {
+            // The clone is setup, not measured: a request starts from weights it already has.
+            b.iter_batched_ref(
+                || (net.clone(), Vec::new()),
+                |(net, history)| {
+                    let mut t = Trainer::new(net, &data);
+                    let out = t.run(net, &data, 100, history, |_| Control::Continue);
+                    black_box(out)
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+
+    let data = blobs_data();
+    let net = blobs_net();
+    group.throughput(Throughput::Elements(BLOBS_EPOCHS));
+    group.bench_function(format!("blobs_64-128-10_{BLOBS_EPOCHS}ep"), |b| {
+        b.iter_batched_ref(
+            || (net.clone(), Vec::new()),
+            |(net, history)| {
+                let mut t = Trainer::new(net, &data);
+                let out = t.run(net, &data, BLOBS_EPOCHS, history, |_| Control::Continue);
+                black_box(out)
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+/// `c = a · b` through `gemm` exactly as `src/nn/linalg.rs` calls it (that module is private).
+fn gemm_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    // SAFETY: as in linalg.rs: shapes agree (asserted by the callers' construction), the
+    // pointers and strides come from live views, and `c` is a unique borrow.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c.strides()[1],
+            c.strides()[0],
+            false,
+            a.as_ptr(),
+            a.strides()[1],
+            a.strides()[0],
+            b.as_ptr(),
+            b.strides()[1],
+            b.strides()[0],
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+fn loop_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
+    let (m, k) = a.dim();
+    let n = b.dim().1;
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0;
+            for p in 0..k {
+                s += a[(i, p)] * b[(p, j)];
+            }
+            c[(i, j)] = s;
+        }
+    }
+}
+
+fn filled(rows: usize, cols: usize, salt: usize) -> Array2<f64> {
+    Array2::from_shape_fn((rows, cols), |(i, j)| {
+        ((i * 31 + j * 17 + salt) % 97) as f64 / 97.0 - 0.5
+    })
+}
+
+fn gemm_benches(c: &mut Criterion) {
+    let m = BLOBS_SAMPLES;
+    let (n_in, hidden, n_out) = (BLOBS_LAYERS[0], BLOBS_LAYERS[1], BLOBS_LAYERS[2]);
+    // Operands laid out as train.rs has them: activations (M, width) row-major, weights
+    // (out, in) row-major, used transposed where the algebra says so.
+    let x = filled(m, n_in, 1);
+    let a1 = filled(m, hidden, 2);
+    let d2 = filled(m, n_out, 3);
+    let d1 = filled(m, hidden, 4);
+    let w1 = filled(hidden, n_in, 5);
+    let w2 = filled(n_out, hidden, 6);
+    type Case<'a> = (&'a str, ArrayView2<'a, f64>, ArrayView2<'a, f64>);
+    let cases: [Case<'_>; 5] = [
+        ("fwd1_X.W1t", x.view(), w1.t()),
+        ("fwd2_A1.W2t", a1.view(), w2.t()),
+        ("dW2_D2t.A1", d2.t(), a1.view()),
+        ("dA1_D2.W2", d2.view(), w2.view()),
+        ("dW1_D1t.X", d1.t(), x.view()),
+    ];
+    let mut group = c.benchmark_group("gemm");
+    for (name, a, b) in cases {
+        let (mm, k) = a.dim();
+        let n = b.dim().1;
+        let mut out = Array2::<f64>::zeros((mm, n));
+        group.throughput(Throughput::Elements((2 * mm * n * k) as u64));
+        group.bench_function(format!("{name}/gemm"), |bench| {
+            bench.iter(|| gemm_into(&mut out.view_mut(), black_box(a), black_box(b)));
+        });
+        group.bench_function(format!("{name}/matrixmultiply"), |bench| {
+            bench.iter(|| black_box(black_box(a).dot(&black_box(b))));
+        });
+    }
+    // Around the small/large threshold in linalg.rs: products of the notebook's sizes and
+    // a few larger ones, each a slice of the same operands.
+    for (mm, k, n) in [
+        (6, 4, 3),
+        (4, 6, 4),
+        (16, 16, 16),
+        (32, 16, 16),
+        (32, 32, 32),
+    ] {
+        let a = filled(mm, k, 7);
+        let b = filled(n, k, 8);
+        let (a, b) = (a.view(), b.t());
+        let mut out = Array2::<f64>::zeros((mm, n));
+        group.throughput(Throughput::Elements((2 * mm * n * k) as u64));
+        let tag = format!("small_{mm}x{k}x{n}");
+        group.bench_function(format!("{tag}/gemm"), |bench| {
+            bench.iter(|| gemm_into(&mut out.view_mut(), black_box(a), black_box(b)));
+        });
+        group.bench_function(format!("{tag}/loop"), |bench| {
+            bench.iter(|| loop_into(&mut out.view_mut(), black_box(a), black_box(b)));
+        });
+        group.bench_function(format!("{tag}/matrixmultiply"), |bench| {
+            bench.iter(|| black_box(black_box(a).dot(&black_box(b))));
+        });
+    }
+    group.finish();
+}
+
+/// The numbers NumPy must reproduce, printed once so `run.sh` can compare them.
+fn print_checks() {
+    let data = notebook_data();
+    for layers in [&[4, 3][..], &[4, 4, 3][..]] {
+        let h = train(&notebook_net(layers), &data, 100);
+        println!(
+            "check notebook {layers:?} loss after 100 epochs: {:.17e}",
+            h[99]
+        );
+    }
+    let h = train(&blobs_net(), &blobs_data(), BLOBS_EPOCHS);
+    println!(
+        "check blobs {BLOBS_LAYERS:?} loss after {BLOBS_EPOCHS} epochs: {:.17e}",
+        h[h.len() - 1]
+    );
+}
+
+criterion_group!(benches, train_benches, gemm_benches);
+
+fn main() {
+    print_checks();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
