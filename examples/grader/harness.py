@@ -122,8 +122,16 @@ def student_frames(exc, student_file):
     return lines[-3:]
 
 
+def decimals_of(text):
+    """Digits after the point in a plain decimal like '0.1234', else None (full precision)."""
+    m = re.fullmatch(r"[-+]?\d*\.(\d+)", text)
+    return len(m.group(1)) if m else None
+
+
 def parse_printed_losses(text):
-    losses, bad = [], None
+    """The losses printed as 'iteration: k, loss: v', and the fewest decimals any was printed
+    with when all were rounded to a fixed number of decimals (so the grader can say so)."""
+    losses, bad, decimals = [], None, []
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -132,8 +140,10 @@ def parse_printed_losses(text):
             continue
         text = m.group(2).rstrip(",;")
         w = WRAPPED.match(text)
+        number = w.group(1) if w else text
         try:
-            losses.append(float(w.group(1) if w else text))
+            losses.append(float(number))
+            decimals.append(decimals_of(number))
         except ValueError:
             bad = bad or line.strip()[:80]
     if not losses:
@@ -149,7 +159,9 @@ def parse_printed_losses(text):
             "training returned None and printed no 'iteration: k, loss: <number>' lines; "
             "return the list of mean losses, one after each update"
         )
-    return losses
+    # repr gives up to 17 significant digits; 10 or more decimals on every line is no rounding.
+    rounded = None if None in decimals else min(decimals)
+    return losses, (rounded if rounded is not None and rounded < 10 else None)
 
 
 class Runner:
@@ -282,10 +294,9 @@ class Runner:
             obj = self.network(cls, net, ref["initial"])
             epochs, lr = self.job["epochs"], self.job["learning_rate"]
             returned = self.method(obj, name, "training")(X.copy(), Y.copy(), epochs, lr)
-            source = "returned"
+            decimals = None
             if returned is None:
-                losses = parse_printed_losses(printed.text())
-                source = "printed"
+                losses, decimals = parse_printed_losses(printed.text())
             else:
                 try:
                     losses = [float(v) for v in np.asarray(returned, dtype=float).reshape(-1)]
@@ -299,7 +310,7 @@ class Runner:
             for attr, shape in zip(attrs, shapes):
                 w = getattr(obj, attr, None)
                 weights.append(None if w is None else nested(as_array(w, f"self.{attr}", shape)))
-            return {"loss": losses, "weights": weights, "source": source}
+            return {"loss": losses, "weights": weights, "decimals": decimals}
 
         for s, fn in zip(steps, [init, forward, get_loss, backward, training]):
             self.step(f"{name}.{s}", fn)
