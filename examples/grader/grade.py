@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 import requests
@@ -332,7 +333,12 @@ def at(arr, index):
 
 
 def first_non_finite(value):
-    a = np.asarray(value, dtype=float)
+    """The index of the first NaN or infinity, or None (also for a ragged value: check then
+    reports its shape)."""
+    try:
+        a = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
     bad = np.argwhere(~np.isfinite(a))
     return None if bad.size == 0 else [int(i) for i in bad[0]]
 
@@ -372,7 +378,7 @@ def ratio_hint(yours, ref, m):
         return (
             f"yours is the reference divided by {m}, the number of samples: it looks like your "
             "gradient is averaged; the notebook's Backward returns the sum over the samples, "
-            "(P - Y)^T X, without dividing by M."
+            "(P - Y)^T X, without dividing by their number."
         )
     if every(lambda a: a / m):
         return (
@@ -387,11 +393,12 @@ def ratio_hint(yours, ref, m):
 
 
 class Grader:
-    def __init__(self, svc, net, ref, run, records, stopped, m, seed, epochs):
-        self.svc, self.net, self.ref, self.run = svc, net, ref, run
+    """The five tests of one exercise, from the student's step records and the reference."""
+
+    def __init__(self, svc, net, ref, records, stopped, m, seed, epochs):
+        self.svc, self.net, self.ref = svc, net, ref
         self.records, self.stopped, self.m = records, stopped, m
         self.seed, self.epochs = seed, epochs
-        self.results = {}
 
     def record(self, step):
         """The student's answer for one step, or the sentence that says why there is none."""
@@ -414,7 +421,9 @@ class Grader:
         )
         if load is not None and not load["ok"]:
             where = "; ".join(load.get("where") or [])
-            return None, f"your file failed to load: {load['error']}" + (f" ({where})" if where else "")
+            return None, f"your file failed to load: {load['error']}" + (
+                f" ({where})" if where else ""
+            )
         if starts:
             return None, self.stopped or f"{step} did not finish"
         running = next(
@@ -451,7 +460,9 @@ class Grader:
         res = self.svc.check(self.ref["sessions"]["initial"], {"weights": value, "rtol": RTOL})
         item = res["items"]["weights"]
         if item["pass"]:
-            return True, [f"Your weights equal np.random.seed({self.seed}); np.random.rand(out, in)."]
+            return True, [
+                f"Your weights equal np.random.seed({self.seed}); np.random.rand(out, in)."
+            ]
         lines = [
             "Your weights after __init__ differ from np.random.seed"
             f"({self.seed}); np.random.rand(out, in):",
@@ -463,9 +474,7 @@ class Grader:
             lines.append(
                 "Hint: your weights are transposed. The course stores each layer's weights as "
                 f"(out, in), here {', '.join(str(w) for w in want)}: "
-                + "; ".join(
-                    f"self.{a} = np.random.rand{w}" for a, w in zip(self.net.attrs, want)
-                )
+                + "; ".join(f"self.{a} = np.random.rand{w}" for a, w in zip(self.net.attrs, want))
                 + ", and a layer computes W @ x."
             )
         elif len(value) == 2 and all(np.shape(a) == np.shape(b) for a, b in zip(value, ref)):
@@ -491,7 +500,8 @@ class Grader:
                 lines.append(
                     f"Forward {self.point_words(point)}: Forward(x[{bad[0]}]) gives "
                     f"{at(rows, bad)} at index {bad[1:]}. Hint: np.exp overflows for logits "
-                    "this large; subtract np.max(z) from z before the exp (softmax does not change)."
+                    "this large; subtract np.max(z) from z before the exp (softmax does not "
+                    "change)."
                 )
                 continue
             res = self.svc.check(
@@ -510,8 +520,9 @@ class Grader:
             )
             if item["rel_error"] is None:
                 lines.append(
-                    f"Hint: Forward(x) takes one sample and returns its {len(ref['probabilities'][0])}"
-                    " class probabilities, softmax(W @ x.flatten())."
+                    "Hint: Forward(x) takes one sample and returns its "
+                    f"{len(ref['probabilities'][0])} class probabilities, "
+                    "softmax(W @ x.flatten())."
                 )
                 continue
             sums = np.sum(np.asarray(rows), axis=1)
@@ -528,7 +539,9 @@ class Grader:
                     "negative: apply ReLU, np.maximum(0, W1 @ x), before the second layer."
                 )
             if yours_cls != ref["classes"]:
-                lines.append(f"Your predicted classes: {yours_cls}; the reference's: {ref['classes']}.")
+                lines.append(
+                    f"Your predicted classes: {yours_cls}; the reference's: {ref['classes']}."
+                )
         if passed:
             lines.append(
                 "Your probabilities match the reference at the trained weights and at weights of "
@@ -547,20 +560,29 @@ class Grader:
                 f"getLoss {words} is {value}. Hint: log(0) happens when a probability underflows; "
                 "compute log-softmax directly, z - max(z) - log(sum(exp(z - max(z))))."
             ]
-        res = self.svc.check(self.ref["sessions"]["after_one_update"], {"loss": [value], "rtol": RTOL})
+        res = self.svc.check(
+            self.ref["sessions"]["after_one_update"], {"loss": [value], "rtol": RTOL}
+        )
         item = res["items"]["loss"]
         if item["pass"]:
             return True, [f"Your loss {words} matches: {fmt(value)}."]
-        lines = [f"getLoss {words}: yours {fmt(value)}, reference {fmt(ref)} (relative error {item['rel_error']:.3g})."]
+        lines = [
+            f"getLoss {words}: yours {fmt(value)}, reference {fmt(ref)} "
+            f"(relative error {item['rel_error']:.3g})."
+        ]
         if np.isclose(value, ref * self.m, rtol=1e-6):
             lines.append(
                 f"Hint: yours is {self.m} times the reference, {self.m} being the number of "
                 "samples: getLoss returns the mean over the samples, not the sum."
             )
         elif np.isclose(value * self.m, ref, rtol=1e-6):
-            lines.append(f"Hint: yours is the reference divided by {self.m}: divided once too often?")
+            lines.append(
+                f"Hint: yours is the reference divided by {self.m}: divided once too often?"
+            )
         elif value < 0:
-            lines.append("Hint: a cross-entropy is never negative: -sum(y * log(p)), mind the sign.")
+            lines.append(
+                "Hint: a cross-entropy is never negative: -sum(y * log(p)), mind the sign."
+            )
         return False, lines
 
     def test_backward(self):
@@ -574,11 +596,14 @@ class Grader:
             bad = first_non_finite_any(grads)
             if bad is not None:
                 ok[point] = False
-                lines.append(f"Backward {self.point_words(point)}: {self.net.grad_name(bad[0])} has "
-                             f"{bad[1]} at {bad[2]}; every element must be a finite number.")
+                lines.append(
+                    f"Backward {self.point_words(point)}: {self.net.grad_name(bad[0])} has "
+                    f"{bad[1]} at {bad[2]}; every element must be a finite number."
+                )
                 continue
             res = self.svc.check(
-                self.ref["sessions"][point], {"gradients": {"weights": grads}, "rtol": RTOL, "atol": GRADIENT_ATOL}
+                self.ref["sessions"][point],
+                {"gradients": {"weights": grads}, "rtol": RTOL, "atol": GRADIENT_ATOL},
             )
             item = res["items"]["gradients"]
             ok[point] = item["pass"]
@@ -607,7 +632,9 @@ class Grader:
                 lines.append("Hint: " + hint)
         passed = all(ok.values())
         if passed:
-            lines.append("Your gradients match at the initial weights and at weights of mixed sign.")
+            lines.append(
+                "Your gradients match at the initial weights and at weights of mixed sign."
+            )
         return passed, lines
 
     def relu_hint(self, grads, ref, passed_initial):
@@ -709,8 +736,9 @@ class Grader:
         elif not w_item["pass"]:
             lines.append(
                 f"Your weights after {self.epochs} updates: "
-                + describe_item(w_item, lambda i: self.name_weight(*i), weights,
-                                self.ref["weights"]["trained"])
+                + describe_item(
+                    w_item, lambda i: self.name_weight(*i), weights, self.ref["weights"]["trained"]
+                )
             )
             if loss_item["pass"]:
                 lines.append(
@@ -745,16 +773,30 @@ class Grader:
     def grade(self):
         tests, failed = [], []
         for step, points in TESTS:
-            if step == "__init__":
-                passed, lines = self.test_init()
-            elif step == "Forward":
-                passed, lines = self.test_forward()
-            elif step == "getLoss":
-                passed, lines = self.test_get_loss()
-            elif step == "Backward":
-                passed, lines = self.test_backward()
-            else:
-                passed, lines = self.test_training([f for f in failed if f in ("getLoss", "Backward")])
+            try:
+                if step == "__init__":
+                    passed, lines = self.test_init()
+                elif step == "Forward":
+                    passed, lines = self.test_forward()
+                elif step == "getLoss":
+                    passed, lines = self.test_get_loss()
+                elif step == "Backward":
+                    passed, lines = self.test_backward()
+                else:
+                    passed, lines = self.test_training(
+                        [f for f in failed if f in ("getLoss", "Backward")]
+                    )
+            except ServiceError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a grader bug must still give a result
+                # An answer shaped in a way no hint foresaw: fail the test, say so, and leave
+                # the traceback for the staff, rather than leave the student with no result.
+                print(f"grade.py: internal error in {self.net.cls}.{step}:", file=sys.stderr)
+                traceback.print_exc()
+                passed, lines = False, [
+                    f"The grader could not read your {step}'s answer ({type(e).__name__}); "
+                    "check that it returns what the README asks for, or ask the staff."
+                ]
             if not passed:
                 failed.append(step)
             tests.append(
@@ -763,7 +805,8 @@ class Grader:
                     "score": points if passed else 0,
                     "max_score": points,
                     "status": "passed" if passed else "failed",
-                    "output": "\n".join(lines),
+                    # The same hint can come from two weights; say it once.
+                    "output": "\n".join(dict.fromkeys(lines)),
                 }
             )
         return tests
@@ -807,7 +850,12 @@ def grade(submission, url, token=None, seed=0, epochs=100, time_limit=30.0):
             "x": data["x"],
             "y": y.tolist(),
             "nets": [
-                {"class": n.cls, "sizes": n.sizes, "attrs": n.attrs, "weights": refs[n.cls]["weights"]}
+                {
+                    "class": n.cls,
+                    "sizes": n.sizes,
+                    "attrs": n.attrs,
+                    "weights": refs[n.cls]["weights"],
+                }
                 for n in NETS
             ],
         }
@@ -815,7 +863,7 @@ def grade(submission, url, token=None, seed=0, epochs=100, time_limit=30.0):
         stopped = why_stopped(run, time_limit)
         tests = []
         for net in NETS:
-            grader = Grader(svc, net, refs[net.cls], run, run["records"], stopped, len(y), seed, epochs)
+            grader = Grader(svc, net, refs[net.cls], run["records"], stopped, len(y), seed, epochs)
             tests += grader.grade()
     finally:
         left = svc.close()
@@ -846,9 +894,15 @@ def main(argv=None):
     p.add_argument("--server", default=os.environ.get("BACKPROP_URL", "http://127.0.0.1:8080"))
     p.add_argument("--token", default=os.environ.get("BACKPROP_TOKEN"))
     p.add_argument("--seed", type=int, default=0, help="np.random.seed for the weights (default 0)")
-    p.add_argument("--epochs", type=int, default=100, help="updates in the training test (default 100)")
-    p.add_argument("--time-limit", type=float, default=30.0,
-                   help="seconds for the student's whole file (default 30)")
+    p.add_argument(
+        "--epochs", type=int, default=100, help="updates in the training test (default 100)"
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=30.0,
+        help="seconds for the student's whole file (default 30)",
+    )
     p.add_argument("--output", "-o", default="results.json")
     args = p.parse_args(argv)
     if not os.path.isfile(args.submission):
@@ -858,14 +912,15 @@ def main(argv=None):
     if args.epochs < 1:
         p.error(f"--epochs {args.epochs}: at least 1")
     try:
-        results = grade(args.submission, args.server, args.token, args.seed, args.epochs,
-                        args.time_limit)
+        results = grade(
+            args.submission, args.server, args.token, args.seed, args.epochs, args.time_limit
+        )
         code = 0
     except ServiceError as e:
         results = {
             "score": 0,
             "output": f"The grading service failed, so this submission was not graded (not "
-                      f"your fault; please resubmit later). Detail for the staff: {e}",
+            f"your fault; please resubmit later). Detail for the staff: {e}",
             "tests": [],
         }
         print(f"grade.py: service error: {e}", file=sys.stderr)

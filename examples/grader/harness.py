@@ -82,7 +82,9 @@ def describe(v):
 def as_array(v, what, expected_shape):
     """`v` as a float array, or a StepError that says what came back instead."""
     if v is None:
-        raise StepError(f"{what} returned None; it should return an array of shape {expected_shape}")
+        raise StepError(
+            f"{what} returned None; it should return an array of shape {expected_shape}"
+        )
     try:
         a = np.asarray(v, dtype=float)
     except (TypeError, ValueError) as e:
@@ -91,7 +93,9 @@ def as_array(v, what, expected_shape):
             f"it should return an array of shape {expected_shape}"
         ) from None
     if a.size > MAX_ELEMENTS:
-        raise StepError(f"{what} returned an array of shape {a.shape}; it should be {expected_shape}")
+        raise StepError(
+            f"{what} returned an array of shape {a.shape}; it should be {expected_shape}"
+        )
     return a
 
 
@@ -184,7 +188,9 @@ class Runner:
             record["ok"] = True
         except StepError as e:
             record.update(ok=False, error=str(e))
-        except BaseException as e:  # noqa: BLE001 - student code may raise anything, even SystemExit
+        except (
+            BaseException
+        ) as e:  # noqa: BLE001 - student code may raise anything, even SystemExit
             where = student_frames(e, self.student_file)
             record.update(
                 ok=False,
@@ -234,8 +240,12 @@ class Runner:
         if not isinstance(cls, type):
             for s in steps:
                 self.out.send(
-                    {"step": f"{name}.{s}", "event": "end", "ok": False,
-                     "error": f"your file defines no class {name}"}
+                    {
+                        "step": f"{name}.{s}",
+                        "event": "end",
+                        "ok": False,
+                        "error": f"your file defines no class {name}",
+                    }
                 )
             return
         X, Y, ref = self.X, self.Y, net["weights"]
@@ -261,8 +271,7 @@ class Runner:
                 f = self.method(obj, name, "Forward")
                 n_out = shapes[-1][0]
                 rows = [
-                    nested(as_array(f(x.copy()), "Forward", f"({n_out},)").reshape(-1))
-                    for x in X
+                    nested(as_array(f(x.copy()), "Forward", f"({n_out},)").reshape(-1)) for x in X
                 ]
                 result[point] = rows
             return result
@@ -286,7 +295,8 @@ class Runner:
                         f"{', '.join(str(s) for s in shapes)}"
                     )
                 result[point] = [
-                    nested(as_array(gk, f"Backward's d{a}", s)) for gk, a, s in zip(g, attrs, shapes)
+                    nested(as_array(gk, f"Backward's d{a}", s))
+                    for gk, a, s in zip(g, attrs, shapes)
                 ]
             return result
 

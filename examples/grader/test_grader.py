@@ -135,8 +135,16 @@ def run_grader(submission, *extra, token=TOKEN):
     """Runs grade.py as a course server would; returns (exit status, results.json, stderr)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "results.json")
-        args = [sys.executable, os.path.join(HERE, "grade.py"), submission,
-                "--server", base_url, "--output", out, *extra]
+        args = [
+            sys.executable,
+            os.path.join(HERE, "grade.py"),
+            submission,
+            "--server",
+            base_url,
+            "--output",
+            out,
+            *extra,
+        ]
         if token is not None:
             args += ["--token", token]
         env = {k: v for k, v in os.environ.items() if k not in ("BACKPROP_URL", "BACKPROP_TOKEN")}
@@ -149,8 +157,9 @@ def run_grader(submission, *extra, token=TOKEN):
 
 
 def sessions_left():
-    r = requests.get(f"{base_url}/sessions", headers={"Authorization": f"Bearer {TOKEN}"},
-                     timeout=30)
+    r = requests.get(
+        f"{base_url}/sessions", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
     r.raise_for_status()
     return r.json()["total"]
 
@@ -166,7 +175,8 @@ class GraderAgainstServer(unittest.TestCase):
             self.assertTrue(t["output"].strip(), f"{name}: {t['name']} has an empty output")
         failed = sorted(n for n, t in tests.items() if t["status"] == "failed")
         self.assertEqual(
-            failed, sorted(expected),
+            failed,
+            sorted(expected),
             f"{name}: failing tests; outputs of the failures:\n"
             + "\n".join(f"  {n}: {tests[n]['output']}" for n in failed),
         )
@@ -180,7 +190,9 @@ class GraderAgainstServer(unittest.TestCase):
 
     def test_each_submission_fails_exactly_the_expected_tests(self):
         seen = sorted(f for f in os.listdir(os.path.join(HERE, "submissions")) if f.endswith(".py"))
-        self.assertEqual(seen, sorted(EXPECTED), "every submission has an expectation, and only those")
+        self.assertEqual(
+            seen, sorted(EXPECTED), "every submission has an expectation, and only those"
+        )
         for name, expected in EXPECTED.items():
             with self.subTest(submission=name):
                 t0 = time.monotonic()
@@ -197,8 +209,11 @@ class GraderAgainstServer(unittest.TestCase):
                 self.assertEqual(sessions_left(), 0, f"{name}: grade.py left sessions behind")
 
     def test_correct_solutions_get_full_marks_at_other_seeds(self):
-        for name, seed in [("correct.py", "42"), ("correct_loops.py", "4294967295"),
-                           ("correct.py", "1")]:
+        for name, seed in [
+            ("correct.py", "42"),
+            ("correct_loops.py", "4294967295"),
+            ("correct.py", "1"),
+        ]:
             with self.subTest(submission=name, seed=seed):
                 code, results, stderr = run_grader(
                     os.path.join(HERE, "submissions", name), "--seed", seed, "--epochs", "30"
