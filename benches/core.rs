@@ -7,9 +7,9 @@
 //! - `train/blobs_64-128-10_5ep`: 10,000 seeded Gaussian blobs (the generator below is
 //!   NumPy's legacy `randn`, bit for bit, so NumPy trains on the same numbers), he init,
 //!   5 epochs per iteration; divide by 5 for the time per epoch.
-//! - `gemm/*`: the five matrix products of one blobs epoch through `gemm` (as `linalg` calls
-//!   it), through ndarray's `dot` (matrixmultiply), and the notebook-sized product through
-//!   both and the plain loop, to check the kernels and the small/large threshold.
+//! - `gemm/*`: the five matrix products of one blobs epoch through `src/nn/linalg.rs` (the
+//!   core's own packed GEMM), the `gemm` crate and ndarray's `dot` (matrixmultiply); and
+//!   small products through linalg's plain loop and its packed kernel, to place the threshold.
 //!
 //! Before measuring, `main` prints the losses NumPy must reproduce (`check ...` lines), so a
 //! reader (and `run.sh`) can see both sides did the same work.
@@ -22,6 +22,12 @@ use backprop_server::nn::{
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+// The core's module is private to the library; compiling the same file here lets the
+// benchmark time it alone and both sides of its small/packed threshold.
+#[path = "../src/nn/linalg.rs"]
+#[allow(dead_code)]
+mod linalg;
 
 /// The notebook's cat-dog-ship, flattened row-major, and its class indices.
 const CAT_DOG_SHIP: [[f64; 4]; 6] = [
@@ -175,12 +181,14 @@ fn train_benches(c: &mut Criterion) {
     group.finish();
 }
 
-/// `c = a · b` through `gemm` exactly as `src/nn/linalg.rs` calls it (that module is private).
+/// `c = a · b` through the `gemm` crate, as `src/nn/linalg.rs` called it before it had its own
+/// kernel.
 fn gemm_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
     let (m, k) = a.dim();
     let n = b.dim().1;
-    // SAFETY: as in linalg.rs: shapes agree (asserted by the callers' construction), the
-    // pointers and strides come from live views, and `c` is a unique borrow.
+    assert_eq!((a.ncols(), c.dim()), (b.nrows(), (m, n)));
+    // SAFETY: the shapes agree (asserted), the pointers and strides come from live views,
+    // and `c` is a unique borrow.
     unsafe {
         gemm::gemm(
             m,
@@ -203,20 +211,6 @@ fn gemm_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayVie
             false,
             gemm::Parallelism::None,
         );
-    }
-}
-
-fn loop_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
-    let (m, k) = a.dim();
-    let n = b.dim().1;
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0.0;
-            for p in 0..k {
-                s += a[(i, p)] * b[(p, j)];
-            }
-            c[(i, j)] = s;
-        }
     }
 }
 
@@ -251,6 +245,9 @@ fn gemm_benches(c: &mut Criterion) {
         let n = b.dim().1;
         let mut out = Array2::<f64>::zeros((mm, n));
         group.throughput(Throughput::Elements((2 * mm * n * k) as u64));
+        group.bench_function(format!("{name}/linalg"), |bench| {
+            bench.iter(|| linalg::matmul_into(&mut out.view_mut(), black_box(a), black_box(b)));
+        });
         group.bench_function(format!("{name}/gemm"), |bench| {
             bench.iter(|| gemm_into(&mut out.view_mut(), black_box(a), black_box(b)));
         });
@@ -262,9 +259,11 @@ fn gemm_benches(c: &mut Criterion) {
     // a few larger ones, each a slice of the same operands.
     for (mm, k, n) in [
         (6, 4, 3),
-        (4, 6, 4),
+        (3, 6, 4),
+        (8, 8, 8),
+        (12, 12, 12),
         (16, 16, 16),
-        (32, 16, 16),
+        (24, 24, 24),
         (32, 32, 32),
     ] {
         let a = filled(mm, k, 7);
@@ -273,14 +272,12 @@ fn gemm_benches(c: &mut Criterion) {
         let mut out = Array2::<f64>::zeros((mm, n));
         group.throughput(Throughput::Elements((2 * mm * n * k) as u64));
         let tag = format!("small_{mm}x{k}x{n}");
-        group.bench_function(format!("{tag}/gemm"), |bench| {
-            bench.iter(|| gemm_into(&mut out.view_mut(), black_box(a), black_box(b)));
-        });
         group.bench_function(format!("{tag}/loop"), |bench| {
-            bench.iter(|| loop_into(&mut out.view_mut(), black_box(a), black_box(b)));
+            bench.iter(|| linalg::small(&mut out.view_mut(), black_box(a), black_box(b)));
         });
-        group.bench_function(format!("{tag}/matrixmultiply"), |bench| {
-            bench.iter(|| black_box(black_box(a).dot(&black_box(b))));
+        group.bench_function(format!("{tag}/packed"), |bench| {
+            let kernel = linalg::Kernel::detect();
+            bench.iter(|| linalg::large(kernel, &mut out.view_mut(), black_box(a), black_box(b)));
         });
     }
     group.finish();
