@@ -70,14 +70,15 @@ pub(crate) fn large(
     let (c_rs, c_cs) = (c.strides()[0], c.strides()[1]);
     let a = Strided::new(a.as_ptr(), a.strides());
     let b = Strided::new(b.as_ptr(), b.strides());
-    // C = A B and C^T = B^T A^T are the same product; take the orientation that wastes the
-    // least of the kernel's tile on padding (a dimension of 10 fills 10 of 12 columns but only
-    // 10 of 16 rows), and on a tie the one whose tile columns are contiguous in memory.
+    // C = A B and C^T = B^T A^T are the same product; take the orientation whose C has
+    // contiguous columns, so whole tiles are stored straight from the registers (measured
+    // faster on every product of a blobs epoch than minimising the tile's padding); if
+    // neither or both, the one that wastes less of the tile on padding.
     let waste = |m: usize, n: usize| m.next_multiple_of(kernel.mr) * n.next_multiple_of(kernel.nr);
-    let swap = match waste(m, n).cmp(&waste(n, m)) {
-        std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Equal => c_cs.unsigned_abs() < c_rs.unsigned_abs(),
+    let swap = match (c_rs.unsigned_abs() == 1, c_cs.unsigned_abs() == 1) {
+        (true, false) => false,
+        (false, true) => true,
+        _ => waste(n, m) < waste(m, n),
     };
     // SAFETY: the three descriptors come from live views whose shapes the caller checked, so
     // every (i, j) with i < rows, j < cols is in bounds; `c` is a unique borrow, so it

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Runs the Rust benchmarks (criterion) and the NumPy baseline on the same machine, in the same
+# run, and prints one table of medians and ratios against issue 2's targets.
+#
+#   bench/run.sh            # everything: training workloads and the matrix-product kernels
+#   bench/run.sh --quick    # fewer samples and repeats (a smoke test; noisier figures)
+#
+# Needs cargo, python3 with numpy and threadpoolctl. Takes a few minutes on 2 cores once the
+# benchmark is built. Respects CARGO_TARGET_DIR. Figures and their reading: bench/README.md.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) echo "usage: bench/run.sh [--quick]" >&2; exit 2 ;;
+esac
+
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+crit="$target_dir/criterion"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [ "$quick" = 1 ]; then
+  crit_args=(--warm-up-time 0.5 --measurement-time 1 --sample-size 10)
+  np_args=(--quick)
+else
+  crit_args=(--warm-up-time 1 --measurement-time 2 --sample-size 20)
+  np_args=()
+fi
+
+echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# Old results would be read if a benchmark silently did not run.
+rm -rf "$crit/train" "$crit/gemm" "$crit/train_cpu" "$crit/gemm_cpu"
+bench() { # $1: clock (wall or cpu), then criterion arguments
+  local clock=$1
+  shift
+  echo "== BENCH_CLOCK=$clock cargo bench --bench core -- ${crit_args[*]} $*"
+  BENCH_CLOCK=$clock cargo bench --bench core -- "${crit_args[@]}" "$@" \
+    >"$work/cargo-$clock.log" 2>&1 || {
+    tail -40 "$work/cargo-$clock.log" >&2
+    echo "cargo bench failed; the log's end is above" >&2
+    exit 1
+  }
+}
+bench wall
+# On CPU time, the training workloads and the five products of a blobs epoch.
+bench cpu '^(train_cpu/|gemm_cpu/(fwd|dW|dA))'
+
+echo "== python3 bench/numpy_baseline.py ${np_args[*]:-}"
+# This machine's environment sets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which slow current
+# NumPy; the baseline runs without them so NumPy gets its best kernel (printed below).
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+  python3 bench/numpy_baseline.py "${np_args[@]}" --json "$work/numpy.json"
+
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$crit" "$work/numpy.json" "$work/cargo-wall.log" <<'EOF'
+import glob, json, os, re, sys
+
+crit_dir, numpy_json, cargo_log = sys.argv[1:]
+rust = {}  # full criterion id -> (median seconds, throughput elements or None)
+for est in glob.glob(os.path.join(crit_dir, "**", "new", "estimates.json"), recursive=True):
+    d = os.path.dirname(est)
+    with open(os.path.join(d, "benchmark.json")) as f:
+        meta = json.load(f)
+    with open(est) as f:
+        median_ns = json.load(f)["median"]["point_estimate"]
+    rust[meta["full_id"]] = (median_ns * 1e-9, (meta.get("throughput") or {}).get("Elements"))
+with open(numpy_json) as f:
+    np_out = json.load(f)
+res = np_out["results"]
+
+
+def need(name):
+    if name not in rust:
+        sys.exit(f"no criterion result for {name} under {crit_dir}; did the benchmark run?")
+    return rust[name][0]
+
+
+def fmt(s):
+    return f"{s * 1e3:9.3f} ms" if s >= 1e-3 else f"{s * 1e6:9.1f} us"
+
+
+def table(clock):
+    sfx, key = ("", "s") if clock == "wall" else ("_cpu", "cpu_s")
+    rows = []
+    for w in ["notebook_4-3_100ep", "notebook_4-4-3_100ep"]:
+        r, n = need(f"train{sfx}/{w}"), res[w]
+        nb, v1 = n[f"notebook_{key}"], n[f"vectorised_1t_{key}"]
+        rows.append((w, r, nb, v1, None,
+                     f"x{nb / r:.0f} notebook (>= 200), x{v1 / r:.1f} vectorised (>= 30)",
+                     nb / r >= 200 and v1 / r >= 30))
+    blobs = [k for k in rust if k.startswith(f"train{sfx}/blobs_64-128-10_")]
+    if len(blobs) != 1:
+        sys.exit(f"expected one train{sfx}/blobs_64-128-10_* result, found {blobs}")
+    epochs = int(re.search(r"_(\d+)ep$", blobs[0]).group(1))
+    r, n = need(blobs[0]) / epochs, res["blobs_64-128-10_per_epoch"]
+    nb, v1 = n[f"notebook_{key}"], n[f"vectorised_1t_{key}"]
+    v2 = n["vectorised_2t_s"] if clock == "wall" else None
+    ratios = f"x{nb / r:.0f} notebook, x{v1 / r:.2f} vectorised 1 thread (>= 1)"
+    if v2:
+        ratios += f", x{v2 / r:.2f} 2 threads"
+    rows.append(("blobs_64-128-10 per epoch", r, nb, v1, v2, ratios, v1 / r >= 1))
+
+    print()
+    print(f"{clock} clock" + (" (this thread's CPU time; NumPy 2 threads not comparable)"
+                            if clock == "cpu" else " (elapsed time)"))
+    print(f"{'workload':28} {'Rust':>12} {'NumPy notebook':>15} {'NumPy vec 1t':>13} "
+          f"{'NumPy vec 2t':>13}  ratios (NumPy / Rust)")
+    for w, r, nb, v1, v2, ratios, ok in rows:
+        print(f"{w:28} {fmt(r):>12} {fmt(nb):>15} {fmt(v1):>13} "
+              f"{fmt(v2) if v2 else '-':>13}  {ratios}  {'MET' if ok else 'MISSED'}")
+
+
+table("wall")
+table("cpu")
+
+kernels = sorted({k.split("/")[1] for k in rust if k.startswith("gemm/")
+                  and not k.startswith("gemm/small_")})
+if kernels:
+    print()
+    print("matrix products of one blobs epoch, GFLOP/s (criterion medians; wall | cpu clock):")
+    print(f"  {'product':14} {'linalg':>13} {'gemm 0.19':>13} {'matrixmultiply':>15}")
+    for k in kernels:
+        cells = []
+        for impl in ["linalg", "gemm", "matrixmultiply"]:
+            rates = []
+            for group in ["gemm", "gemm_cpu"]:
+                t, flops = rust.get(f"{group}/{k}/{impl}", (None, None))
+                rates.append(f"{flops / t / 1e9:.1f}" if t and flops else "-")
+            cells.append(" | ".join(rates))
+        print(f"  {k:14} {cells[0]:>13} {cells[1]:>13} {cells[2]:>15}")
+
+print()
+for lib in np_out["blas_1_thread"]:
+    print(f"NumPy {np_out['numpy_version']} BLAS: {lib.get('internal_api')} {lib.get('version')},"
+          f" kernel {lib.get('architecture')}, {lib.get('num_threads')} thread(s) when limited to 1")
+# Both sides print the loss they end on; they must agree to rounding.
+with open(cargo_log) as f:
+    checks = re.findall(r"^check (notebook|blobs) \[([\d, ]+)\] loss after \d+ epochs: (\S+)$",
+                        f.read(), re.M)
+names = {("notebook", "4, 3"): "notebook_4-3_100ep", ("notebook", "4, 4, 3"): "notebook_4-4-3_100ep",
+         ("blobs", "64, 128, 10"): "blobs_64-128-10"}
+if len(checks) != 3:
+    sys.exit(f"expected 3 check lines in the cargo bench output, found {len(checks)}")
+worst = 0.0
+for kind, layers, value in checks:
+    ref = np_out["checks"][names[(kind, layers)]]
+    worst = max(worst, abs(float(value) - ref) / abs(ref))
+print(f"same work: final losses of Rust and NumPy agree to a relative {worst:.1e}")
+if worst > 1e-9:
+    sys.exit("the Rust and NumPy runs disagree: the comparison is not of the same work")
+EOF
