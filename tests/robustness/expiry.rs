@@ -159,13 +159,15 @@ async fn a_session_idle_for_2_5_ttls_is_gone_while_one_in_use_survives() {
     let r = app.get(&format!("/sessions/{idle}")).await;
     let asked_after = last_use.elapsed();
     eprintln!(
-        "TTL 1 s: idle session left the list after {gone_after:?}; asked after          {asked_after:?}: {}",
+        "TTL 1 s: idle session left the list after {gone_after:?}; asked after \
+         {asked_after:?}: {}",
         r.status
     );
     assert_eq!(
         r.status,
         404,
-        "a session idle for {asked_after:?} with a TTL of 1 s still answers (and is revived          by the answer); it had {}: {}",
+        "a session idle for {asked_after:?} with a TTL of 1 s still answers (and is revived \
+         by the answer); it had {}: {}",
         gone_after.map_or("not yet left the list".to_string(), |t| format!(
             "left the list after {t:?}"
         )),

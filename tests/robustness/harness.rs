@@ -1,5 +1,7 @@
 //! The server in this process, a client for it, and what every answer must be.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backprop_server::Config;
@@ -211,12 +213,26 @@ fn with_body(mut faults: Vec<String>, r: &Resp) -> Vec<String> {
 }
 
 impl App {
+    /// A client that keeps connections alive between requests, as graders' clients do.
     pub fn new(base: String) -> Self {
-        let client = reqwest::Client::builder()
-            // Far above anything a test waits for on purpose: a hang fails, it does not block.
-            .timeout(Duration::from_secs(90))
-            .build()
-            .expect("building the HTTP client");
+        // Far above anything a test waits for on purpose: a hang fails, it does not block.
+        Self::with_client(
+            base,
+            reqwest::Client::builder().timeout(Duration::from_secs(90)),
+        )
+    }
+
+    /// A client that opens a new connection for every request and gives up after
+    /// `timeout`: one case's connection cannot carry over into the next.
+    pub fn unpooled(base: String, timeout: Duration) -> Self {
+        let builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(0);
+        Self::with_client(base, builder)
+    }
+
+    fn with_client(base: String, builder: reqwest::ClientBuilder) -> Self {
+        let client = builder.build().expect("building the HTTP client");
         Self { base, client }
     }
 
@@ -530,29 +546,71 @@ pub fn nested_object(depth: usize) -> String {
     format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
 }
 
-unsafe extern "C" {
-    /// glibc: hands free heap memory back to the OS.
-    fn malloc_trim(pad: usize) -> i32;
+/// Counts the bytes every allocation in this process holds (the server's included), and
+/// the most it held since [`reset_heap_peak`]: unlike the resident set, this does not depend
+/// on what the C allocator keeps cached or hands back.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
 }
 
-/// Resets this process's peak resident set (VmHWM) to its current size, after handing free
-/// memory back to the OS: otherwise memory that an earlier request freed would be reused
-/// without showing in the peak.
-pub fn reset_peak_rss() {
-    // SAFETY: malloc_trim only releases memory no allocation holds; it takes no pointers.
-    unsafe {
-        malloc_trim(0);
+// SAFETY: every call goes straight to `System`, which upholds GlobalAlloc's contract; the
+// counters are only arithmetic on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's layout goes unchanged to System.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
     }
-    std::fs::write("/proc/self/clear_refs", "5")
-        .expect("resetting VmHWM via /proc/self/clear_refs");
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for alloc.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: ptr came from this allocator (so from System) with this layout.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for dealloc; new_size is the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
 }
 
-/// This process's peak resident set since the last reset, in KiB.
-pub fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmHWM line in /proc/self/status")
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Starts a new peak at what is held now; returns that.
+pub fn reset_heap_peak() -> usize {
+    let now = LIVE.load(Ordering::Relaxed);
+    PEAK.store(now, Ordering::Relaxed);
+    now
+}
+
+/// The most the heap held since [`reset_heap_peak`], in bytes.
+pub fn heap_peak() -> usize {
+    PEAK.load(Ordering::Relaxed)
 }
