@@ -152,9 +152,8 @@ impl Strided {
 }
 
 /// A register-tile kernel: `micro(kc, a, lda, b, dst, ld, add)` computes the `mr x nr`
-/// product of an `mr x kc` sliver of A (its columns `lda` apart, each contiguous: packed, or
-/// A itself when its columns are contiguous) and a packed `kc x nr` sliver of B (row after
-/// row), and writes it (or with `add`, adds it) to `dst`, column-major with
+/// product of an `mr x kc` sliver of A (its columns contiguous and `lda` apart: `mr` when
+/// packed) and a packed `kc x nr` sliver of B (row after row), and writes it (or with `add`, adds it) to `dst`, column-major with
 /// leading dimension `ld`: straight into C when C's columns are contiguous and the tile is
 /// whole, else into a scratch tile that [`store_tile`] copies out.
 #[derive(Clone, Copy)]
@@ -224,7 +223,6 @@ unsafe fn packed(
     cs: isize,
 ) {
     let Kernel { mr, nr, micro } = kernel;
-    let direct_a = a.rs == 1;
     BUFFERS.with_borrow_mut(|buf| {
         let kc_max = k.min(KC);
         let need_a = m.min(MC).next_multiple_of(mr) * kc_max;
@@ -245,38 +243,16 @@ unsafe fn packed(
                 unsafe { pack(&mut buf.b, b.t(), jc, nc, pc, kc, nr) };
                 for ic in (0..m).step_by(MC) {
                     let mcb = MC.min(m - ic);
-                    // With contiguous columns A needs no packing, but for a last partial
-                    // sliver, which the kernel would read past the matrix's edge.
-                    let first = if direct_a { mcb / mr * mr } else { 0 };
-                    if first < mcb {
-                        // SAFETY: A's block [ic + first, ic + mcb) x [pc, pc + kc) is
-                        // inside A, and the buffer holds mcb rounded up to mr rows of kc.
-                        unsafe {
-                            pack(
-                                &mut buf.a[first * kc..],
-                                a,
-                                ic + first,
-                                mcb - first,
-                                pc,
-                                kc,
-                                mr,
-                            )
-                        };
-                    }
+                    // SAFETY: A's block [ic, ic + mcb) x [pc, pc + kc) is inside A, and the
+                    // buffer holds mcb rounded up to mr rows of kc.
+                    unsafe { pack(&mut buf.a, a, ic, mcb, pc, kc, mr) };
                     for jr in (0..nc).step_by(nr) {
                         let nr_eff = nr.min(nc - jr);
                         let b_sliver = buf.b[jr * kc..].as_ptr();
                         for ir in (0..mcb).step_by(mr) {
                             let mr_eff = mr.min(mcb - ir);
-                            let (a_sliver, lda) = if ir < first {
-                                // SAFETY: (ic + ir, pc) is inside A.
-                                let at = unsafe {
-                                    a.ptr.offset((ic + ir) as isize + pc as isize * a.cs)
-                                };
-                                (at, a.cs)
-                            } else {
-                                (buf.a[ir * kc..].as_ptr(), mr as isize)
-                            };
+                            let a_sliver = buf.a[ir * kc..].as_ptr();
+                            let lda = mr as isize;
                             let add = pc > 0;
                             // SAFETY: rows ic + ir .. + mr_eff and columns jc + jr .. + nr_eff
                             // are inside C; the slivers hold kc * mr and kc * nr packed
