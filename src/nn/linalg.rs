@@ -9,7 +9,7 @@
 //! `gemm` 0.19 allocates its packed right-hand side and a bookkeeping vector on every call
 //! (8 allocations per epoch of a `[64, 128, 10]` net), ndarray's own backend (matrixmultiply)
 //! allocates its packing buffer on every call, and `faer` allocates nothing but would bring
-//! ~50 more crates for a few percent. The notebook's products (6x4 by 4x3) are far below the
+//! about 65 crates. The notebook's products (6x4 by 4x3) are far below the
 //! size where packing pays, so those run a plain loop that sums in index order without FMA:
 //! their bits do not depend on the CPU. (Packed products do, in the last place: FMA or not,
 //! and the tile shape, change the rounding.)
