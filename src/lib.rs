@@ -31,8 +31,9 @@ pub async fn serve(
     let state = AppState::new(config);
     let sweeper = state.store().ttl().map(|ttl| {
         let state = state.clone();
-        // Sweep often enough that a session lives at most ~10% past its TTL.
-        let every = (ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        // Sweep often enough that a session is held at most ~10% past its TTL (a request
+        // for an expired session gets 404 at once, swept or not).
+        let every = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {

@@ -64,10 +64,10 @@ pub struct Entry {
     last_used: AtomicU64,
 }
 
-fn now_secs() -> u64 {
+fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Entry {
@@ -90,10 +90,10 @@ impl Entry {
     }
 
     fn touch(&self) {
-        self.last_used.store(now_secs(), Ordering::Relaxed);
+        self.last_used.store(now_millis(), Ordering::Relaxed);
     }
 
-    /// Unix seconds of the last request that named this session.
+    /// Unix milliseconds of the last request that named this session.
     pub fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
     }
@@ -135,7 +135,7 @@ impl Store {
             seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
             state: RwLock::new(Arc::new(session)),
             writer: Arc::new(tokio::sync::Mutex::new(())),
-            last_used: AtomicU64::new(now_secs()),
+            last_used: AtomicU64::new(now_millis()),
         });
         let mut map = self.map();
         if map.len() >= self.max_sessions {
@@ -149,14 +149,27 @@ impl Store {
     }
 
     /// The session with this id, marking it used (idle sessions expire).
+    /// A session past its TTL is gone here even if the sweeper has not reached it yet.
     pub fn get(&self, id: &str) -> ApiResult<Arc<Entry>> {
-        let entry = self
-            .map()
+        let mut map = self.map();
+        let entry = map
             .get(id)
             .cloned()
             .ok_or_else(|| ApiError::not_found_session(id))?;
+        if self.is_idle(&entry, now_millis()) {
+            map.remove(id);
+            return Err(ApiError::not_found_session(id));
+        }
         entry.touch();
         Ok(entry)
+    }
+
+    /// Untouched for longer than the TTL, and not training (a held writer lock).
+    fn is_idle(&self, entry: &Entry, now: u64) -> bool {
+        self.ttl.is_some_and(|ttl| {
+            now.saturating_sub(entry.last_used()) > ttl.as_millis() as u64
+                && entry.writer.try_lock().is_ok()
+        })
     }
 
     pub fn remove(&self, id: &str) -> ApiResult<()> {
@@ -177,16 +190,19 @@ impl Store {
     /// Removes sessions idle for longer than the TTL; returns how many went.
     /// A session whose writer lock is held (a train in progress) is not idle.
     pub fn expire_idle(&self) -> usize {
-        let Some(ttl) = self.ttl else { return 0 };
-        let cutoff = now_secs().saturating_sub(ttl.as_secs());
+        if self.ttl.is_none() {
+            return 0;
+        }
+        let now = now_millis();
         let mut map = self.map();
         let before = map.len();
-        map.retain(|_, e| e.last_used() >= cutoff || e.writer.try_lock().is_err());
+        map.retain(|_, e| !self.is_idle(e, now));
         before - map.len()
     }
 
-    /// When this entry expires if nobody touches it, as Unix seconds.
+    /// When this entry expires if nobody touches it, as Unix seconds (rounded up).
     pub fn expires_at(&self, entry: &Entry) -> Option<u64> {
-        self.ttl.map(|t| entry.last_used() + t.as_secs())
+        self.ttl
+            .map(|t| (entry.last_used() + t.as_millis() as u64).div_ceil(1000))
     }
 }

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use super::wire::{ParseLimits, with_limits};
 use crate::error::{ApiError, ApiResult};
 
 /// Bodies above this size are parsed on a blocking worker, not on the async runtime.
@@ -70,10 +71,16 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for OptionalJso
                 content_type.map_or("missing".to_owned(), |c| format!("{c:?}"))
             )));
         }
+        let limits = ParseLimits {
+            max_samples: state.config().max_samples,
+            max_history: usize::try_from(state.config().max_history).unwrap_or(usize::MAX),
+        };
         let value = if bytes.len() <= PARSE_INLINE_MAX {
-            parse(&bytes)?
+            with_limits(limits, || parse(&bytes))?
         } else {
-            state.compute(move || parse(&bytes)).await??
+            state
+                .compute(move || with_limits(limits, || parse(&bytes)))
+                .await??
         };
         Ok(Self(Some(value)))
     }

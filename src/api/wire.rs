@@ -7,6 +7,7 @@
 //! [`NnError`] for a 422 with the sample's index; only a fault in the JSON's *form* (a
 //! string where a number goes) is a serde error, which becomes a 400.
 
+use std::cell::Cell;
 use std::fmt;
 
 use ndarray::{Array1, Array2, ArrayView2};
@@ -15,6 +16,70 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{Labels, NnError, SampleSet, SampleSetBuilder};
+
+/// The server's size limits, seen by the deserializers below while a body is parsed, so
+/// that data past a limit is counted and refused, never stored.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    pub max_samples: usize,
+    pub max_history: usize,
+}
+
+thread_local! {
+    static LIMITS: Cell<ParseLimits> = const {
+        Cell::new(ParseLimits { max_samples: usize::MAX, max_history: usize::MAX })
+    };
+}
+
+/// Runs `f` (a parse) with `limits` in force on this thread.
+pub fn with_limits<R>(limits: ParseLimits, f: impl FnOnce() -> R) -> R {
+    let before = LIMITS.with(|l| l.replace(limits));
+    let out = f();
+    LIMITS.with(|l| l.set(before));
+    out
+}
+
+fn limits() -> ParseLimits {
+    LIMITS.with(Cell::get)
+}
+
+/// A loss history as sent (import): entries past `max_history` are counted, not kept.
+#[derive(Debug)]
+pub enum History {
+    Kept(Vec<f64>),
+    TooLong(usize),
+}
+
+impl<'de> Deserialize<'de> for History {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = History;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of losses")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<History, A::Error> {
+                let max = limits().max_history;
+                let mut kept = Vec::new();
+                let mut n = 0usize;
+                while let Some(v) = seq.next_element::<f64>()? {
+                    if n < max {
+                        kept.push(v);
+                    } else if n == max {
+                        kept = Vec::new();
+                    }
+                    n += 1;
+                }
+                Ok(if n > max {
+                    History::TooLong(n)
+                } else {
+                    History::Kept(kept)
+                })
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
 
 /// `x`: a list of samples, each a number or a list nested up to 8 deep.
 #[derive(Debug)]
@@ -29,7 +94,7 @@ impl<'de> Deserialize<'de> for Samples {
                 f.write_str("a list of samples")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Samples, A::Error> {
-                let mut b = SampleSetBuilder::new(usize::MAX);
+                let mut b = SampleSetBuilder::new(limits().max_samples);
                 while seq.next_element_seed(OneSample(&mut b))?.is_some() {}
                 Ok(Samples(b.finish()))
             }
@@ -106,6 +171,14 @@ impl<'de> Deserialize<'de> for LabelEntry {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<LabelEntry, E> {
                 Ok(LabelEntry::Index(v))
+            }
+            // An integer literal past 64 bits arrives as a float: a class out of range (422).
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<LabelEntry, E> {
+                if v.fract() == 0.0 && v.abs() >= 18_446_744_073_709_551_616.0 {
+                    Ok(LabelEntry::Index(if v > 0.0 { i64::MAX } else { i64::MIN }))
+                } else {
+                    Err(E::invalid_type(de::Unexpected::Float(v), &self))
+                }
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LabelEntry, A::Error> {
                 let mut row = Vec::new();
@@ -227,6 +300,15 @@ impl<'de> Deserialize<'de> for Int {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
                 Ok(Int(i128::from(v)))
+            }
+            // serde_json hands an integer literal past 64 bits over as a float; it is still an
+            // integer, just out of every range. Smaller floats (4.0, 1e12) are the wrong form.
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Int, E> {
+                if v.fract() == 0.0 && v.abs() >= 18_446_744_073_709_551_616.0 {
+                    Ok(Int(if v > 0.0 { i128::MAX } else { i128::MIN }))
+                } else {
+                    Err(E::invalid_type(de::Unexpected::Float(v), &self))
+                }
             }
         }
         d.deserialize_any(V)

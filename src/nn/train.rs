@@ -93,18 +93,25 @@ impl Workspace {
                 finite &= b.is_finite();
                 a.max(b)
             });
-            let log_sum: f64 = row.iter().map(|&v| (v - max).exp()).sum::<f64>().ln();
+            // One exp per logit: p = e / sum(e), as the notebook's Softmax computes it; the
+            // loss needs log p only where the label is nonzero.
+            let (mut sum, mut tz, mut tsum) = (0.0, 0.0, 0.0);
             for (i, p) in row.iter_mut().enumerate() {
-                let log_p = *p - max - log_sum;
+                let z = *p - max;
                 if let Some(y) = &y {
                     let t = y[(j, i)];
                     // Skipping t == 0 keeps 0 * (-inf) out of the sum.
                     if t != 0.0 {
-                        loss -= t * log_p;
+                        tz += t * z;
+                        tsum += t;
                     }
                 }
-                *p = log_p.exp();
+                let e = z.exp();
+                sum += e;
+                *p = e;
             }
+            loss -= tz - tsum * sum.ln();
+            row.mapv_inplace(|e| e / sum);
         }
         if !finite {
             return f64::NAN;
@@ -292,10 +299,18 @@ impl Trainer {
 fn step(next: &mut Params, params: &Params, ws: &Workspace, lr: f64) -> bool {
     let mut finite = true;
     for ((n, w), g) in next.weights.iter_mut().zip(&params.weights).zip(&ws.grad_w) {
-        Zip::from(n).and(w).and(g).for_each(|n, &w, &g| {
-            *n = w - lr * g;
-            finite &= n.is_finite();
-        });
+        match (n.as_slice_mut(), w.as_slice(), g.as_slice()) {
+            (Some(n), Some(w), Some(g)) => {
+                for ((n, &w), &g) in n.iter_mut().zip(w).zip(g) {
+                    *n = w - lr * g;
+                    finite &= n.is_finite();
+                }
+            }
+            _ => Zip::from(n).and(w).and(g).for_each(|n, &w, &g| {
+                *n = w - lr * g;
+                finite &= n.is_finite();
+            }),
+        }
     }
     if let (Some(nb), Some(pb), Some(gb)) = (&mut next.biases, &params.biases, &ws.grad_b) {
         for ((n, b), g) in nb.iter_mut().zip(pb).zip(gb) {

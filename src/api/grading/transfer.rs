@@ -20,7 +20,8 @@ use crate::api::datasets::unknown_builtin;
 use crate::api::extract::ApiJson;
 use crate::api::sessions::{inline_dataset, net_config, session_json};
 use crate::api::wire::{
-    ActivationWire, Int, LabelsWire, Matrices, MethodWire, ReductionWire, Rows, Samples, Vectors,
+    ActivationWire, History, Int, LabelsWire, Matrices, MethodWire, ReductionWire, Rows, Samples,
+    Vectors,
 };
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
@@ -153,7 +154,7 @@ pub struct ImportDoc {
     weights: Vec<Vec<Vec<f64>>>,
     biases: Option<Vec<Vec<f64>>>,
     dataset: Option<DatasetDoc>,
-    loss: Option<Vec<f64>>,
+    loss: Option<History>,
     initial_loss: Option<f64>,
 }
 
@@ -205,6 +206,12 @@ fn init_echo(init: Option<&InitDoc>) -> ApiResult<InitEcho> {
         method,
         seed: Some(seed),
     })
+}
+
+fn too_long_history(n: usize, max: u64) -> ApiError {
+    ApiError::TooLarge(format!(
+        "loss has {n} entries; a session's history holds at most {max} (--max-history)"
+    ))
 }
 
 fn check_loss(name: &str, v: f64) -> ApiResult<f64> {
@@ -375,14 +382,12 @@ fn session_from(state: &AppState, doc: ImportDoc) -> ApiResult<Session> {
             biases: doc.biases,
         },
     )?;
-    let history = doc.loss.unwrap_or_default();
-    if history.len() as u64 > limits.max_history {
-        return Err(ApiError::TooLarge(format!(
-            "loss has {} entries; a session's history holds at most {} (--max-history)",
-            history.len(),
-            limits.max_history
-        )));
-    }
+    let history = match doc.loss {
+        None => Vec::new(),
+        Some(History::Kept(h)) if h.len() as u64 <= limits.max_history => h,
+        Some(History::Kept(h)) => return Err(too_long_history(h.len(), limits.max_history)),
+        Some(History::TooLong(n)) => return Err(too_long_history(n, limits.max_history)),
+    };
     let history = history
         .iter()
         .enumerate()
@@ -433,9 +438,6 @@ pub async fn import(
     Ok(created(&state, &entry))
 }
 
-/// Bytes of a body read before a fork refuses it (any body is refused).
-const FORK_BODY_READ_MAX: usize = 64 * 1024;
-
 pub async fn fork(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -448,9 +450,14 @@ pub async fn fork(
              (with curl: curl -X POST URL)"
         ))
     };
-    let bytes = axum::body::to_bytes(body, FORK_BODY_READ_MAX)
-        .await
-        .map_err(|_| refuse())?;
+    // Read the body whole (up to the usual limit) before refusing it: a refusal that leaves
+    // it unread would leave the client's connection unusable.
+    let limit = state.config().max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::BodyTooLarge(format!(
+            "the body is larger than this server's limit of {limit} bytes; a fork takes no body"
+        ))
+    })?;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(refuse());
     }
