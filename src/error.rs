@@ -96,6 +96,14 @@ impl ApiError {
         }
     }
 
+    /// 409: `what` ("training", "a trace", ...) needs the session's dataset and it has none.
+    pub fn no_dataset(id: &str, what: &str) -> Self {
+        Self::NoDataset(format!(
+            "session {id} has no dataset, and {what} needs one; PUT /sessions/{id}/dataset \
+             first, e.g. {{\"builtin\": \"cat-dog-ship\"}}"
+        ))
+    }
+
     pub fn not_found_session(id: &str) -> Self {
         Self::NotFound(format!(
             "no session {id:?}; it was never created, was deleted, or expired \

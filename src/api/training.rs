@@ -30,11 +30,22 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{id}/gradients", post(gradients))
 }
 
-fn no_dataset(id: &str) -> ApiError {
-    ApiError::NoDataset(format!(
-        "session {id} has no dataset yet; PUT /sessions/{id}/dataset first, \
-         e.g. {{\"builtin\": \"cat-dog-ship\"}}"
-    ))
+/// An optional `{"x", "y"}` batch: both or neither (then the session's dataset is used).
+pub(in crate::api) fn optional_batch(
+    x: Option<Samples>,
+    y: Option<LabelsWire>,
+    what: &str,
+) -> ApiResult<Option<(Samples, LabelsWire)>> {
+    match (x, y) {
+        (None, None) => Ok(None),
+        (Some(x), Some(y)) => Ok(Some((x, y))),
+        (Some(_), None) => Err(ApiError::InvalidRequest(format!(
+            "x was given without y; {what} needs labels y for every sample"
+        ))),
+        (None, Some(_)) => Err(ApiError::InvalidRequest(
+            "y was given without x; send the samples x too".into(),
+        )),
+    }
 }
 
 /// Sets its flag when dropped: when a client goes away axum drops the handler, and the
@@ -85,7 +96,10 @@ async fn train(
     // Trains on one session run one at a time, in arrival order; waiting holds no worker.
     let writer = entry.writer().await;
     let snapshot = entry.snapshot();
-    let dataset = snapshot.dataset.clone().ok_or_else(|| no_dataset(&id))?;
+    let dataset = snapshot
+        .dataset
+        .clone()
+        .ok_or_else(|| ApiError::no_dataset(&id, "training"))?;
     let have = snapshot.history.len() as u64;
     let max_history = state.config().max_history;
     if have.saturating_add(epochs) > max_history {
@@ -276,19 +290,9 @@ async fn gradients(
     let entry = state.store().get(&id)?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
-    let batch: Option<(Samples, LabelsWire)> = match req.map(|r| (r.x, r.y)) {
-        None | Some((None, None)) => None,
-        Some((Some(x), Some(y))) => Some((x, y)),
-        Some((Some(_), None)) => {
-            return Err(ApiError::InvalidRequest(
-                "x was given without y; gradients need labels y for every sample".into(),
-            ));
-        }
-        Some((None, Some(_))) => {
-            return Err(ApiError::InvalidRequest(
-                "y was given without x; send the samples x too".into(),
-            ));
-        }
+    let batch = match req {
+        None => None,
+        Some(r) => optional_batch(r.x, r.y, "a gradient")?,
     };
     let m = match &batch {
         Some((x, _)) => x.0.as_ref().map_or(0, |samples| samples.len()),
@@ -296,7 +300,11 @@ async fn gradients(
     };
     let stored = match batch {
         Some(_) => None,
-        None => Some(s.dataset.clone().ok_or_else(|| no_dataset(&id))?),
+        None => Some(
+            s.dataset
+                .clone()
+                .ok_or_else(|| ApiError::no_dataset(&id, "a gradient"))?,
+        ),
     };
     let heavy = work(&s, m) > COMPUTE_INLINE_MAX;
     let st = state.clone();

@@ -16,7 +16,6 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::no_dataset;
 use crate::api::AppState;
 use crate::api::extract::ApiJson;
 use crate::error::{ApiError, ApiResult};
@@ -126,7 +125,7 @@ pub async fn check(
         } else {
             "checking probabilities"
         };
-        return Err(no_dataset(&id, what));
+        return Err(ApiError::no_dataset(&id, what));
     }
     let samples = s.dataset.as_ref().map_or(0, |d| d.data.samples()) as u128;
     let size = s.net.config().parameter_count() * (samples + 1) + s.history.len() as u128;

@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::error::ApiError;
 use crate::nn::gradcheck;
 
 pub fn router() -> Router<AppState> {
@@ -26,13 +25,6 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/import", post(transfer::import))
         .route("/sessions/{id}/fork", post(transfer::fork))
         .route("/version", get(version))
-}
-
-fn no_dataset(id: &str, what: &str) -> ApiError {
-    ApiError::NoDataset(format!(
-        "session {id} has no dataset, and {what} needs one; PUT /sessions/{id}/dataset first, \
-         e.g. {{\"builtin\": \"cat-dog-ship\"}}"
-    ))
 }
 
 /// Everything here is a constant of the build: a grader compares it with what it expects.

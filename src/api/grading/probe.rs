@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use ndarray::Ix1;
 use serde::{Deserialize, Serialize};
 
-use super::no_dataset;
 use crate::api::AppState;
 use crate::api::extract::OptionalJson;
 use crate::api::sessions::inline_dataset;
+use crate::api::training::optional_batch;
 use crate::api::wire::{LabelsWire, Rows, Samples, Vector};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{self, Dataset, gradcheck as numeric};
@@ -57,7 +57,7 @@ pub async fn gradcheck(
     let data = s
         .dataset
         .clone()
-        .ok_or_else(|| no_dataset(&id, "a gradient check"))?;
+        .ok_or_else(|| ApiError::no_dataset(&id, "a gradient check"))?;
     let cost = numeric::work(s.net.config(), data.data.samples());
     if cost > numeric::MAX_WORK {
         return Err(ApiError::TooLarge(format!(
@@ -118,19 +118,9 @@ pub async fn trace(
     let entry = state.store().get(&id)?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
-    let batch = match req.map(|r| (r.x, r.y)) {
-        None | Some((None, None)) => None,
-        Some((Some(x), Some(y))) => Some((x, y)),
-        Some((Some(_), None)) => {
-            return Err(ApiError::InvalidRequest(
-                "x was given without y; a trace needs labels y for every sample".into(),
-            ));
-        }
-        Some((None, Some(_))) => {
-            return Err(ApiError::InvalidRequest(
-                "y was given without x; send the samples x too".into(),
-            ));
-        }
+    let batch = match req {
+        None => None,
+        Some(r) => optional_batch(r.x, r.y, "a trace")?,
     };
     let stored = match &batch {
         Some((x, _)) => {
@@ -147,7 +137,7 @@ pub async fn trace(
             let d = s
                 .dataset
                 .clone()
-                .ok_or_else(|| no_dataset(&id, "a trace"))?;
+                .ok_or_else(|| ApiError::no_dataset(&id, "a trace"))?;
             let m = d.data.samples();
             if m > TRACE_MAX_SAMPLES {
                 return Err(ApiError::TooLarge(format!(
