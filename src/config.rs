@@ -92,3 +92,63 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// These settings as command-line flags, so a test (or a supervisor) can start the real
+    /// binary with exactly this configuration. Destructured field by field: a new setting
+    /// that is not passed on fails to compile here instead of being silently dropped.
+    pub fn to_args(&self) -> Vec<String> {
+        let Self {
+            addr,
+            token,
+            max_body_bytes,
+            max_sessions,
+            max_parameters,
+            max_samples,
+            max_epochs,
+            max_history,
+            train_time_limit_secs,
+            workers,
+            session_ttl_secs,
+        } = self;
+        let mut args = vec![
+            format!("--addr={addr}"),
+            format!("--max-body-bytes={max_body_bytes}"),
+            format!("--max-sessions={max_sessions}"),
+            format!("--max-parameters={max_parameters}"),
+            format!("--max-samples={max_samples}"),
+            format!("--max-epochs={max_epochs}"),
+            format!("--max-history={max_history}"),
+            format!("--train-time-limit-secs={train_time_limit_secs}"),
+            format!("--workers={workers}"),
+            format!("--session-ttl-secs={session_ttl_secs}"),
+        ];
+        if let Some(token) = token {
+            args.push(format!("--token={token}"));
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_args_parses_back_to_the_same_settings() {
+        let config = Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: Some("s3cret".into()),
+            max_body_bytes: 1234,
+            max_sessions: 7,
+            train_time_limit_secs: 0.25,
+            workers: 3,
+            session_ttl_secs: 0,
+            ..Config::default()
+        };
+        let mut argv = vec!["backprop-server".to_owned()];
+        argv.extend(config.to_args());
+        let back = Config::try_parse_from(argv).expect("to_args gives flags the parser takes");
+        assert_eq!(format!("{back:?}"), format!("{config:?}"));
+    }
+}

@@ -2,6 +2,9 @@
 //! `openapi.yaml`): each test starts the real server on 127.0.0.1:0 and speaks HTTP to it.
 //! One binary, one module per part of the contract.
 
+#[path = "support/server.rs"]
+mod server;
+
 #[path = "api/helpers.rs"]
 mod helpers;
 

@@ -14,6 +14,10 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------------------------------
 // The harness
 
+#[path = "support/server.rs"]
+mod server;
+use server::ServerProcess;
+
 fn config() -> Config {
     Config {
         workers: 2,
@@ -25,6 +29,8 @@ fn config() -> Config {
 struct App {
     base: String,
     client: reqwest::Client,
+    /// The real binary; killed when the app goes.
+    _process: ServerProcess,
 }
 
 #[derive(Debug)]
@@ -60,21 +66,16 @@ impl Resp {
 }
 
 async fn spawn(config: Config) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let server = tokio::task::spawn_blocking(move || ServerProcess::start(&config))
         .await
-        .expect("binding 127.0.0.1:0");
-    let addr = listener.local_addr().expect("the listener's address");
-    tokio::spawn(backprop_server::serve(
-        listener,
-        config,
-        std::future::pending(),
-    ));
+        .expect("starting the server");
     App {
-        base: format!("http://{addr}"),
+        base: server.base.clone(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
             .expect("an HTTP client"),
+        _process: server,
     }
 }
 

@@ -19,6 +19,10 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use serde_json::{Value, json};
 
+#[path = "support/server.rs"]
+mod server;
+use server::ServerProcess;
+
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
 
 /// The methods probed on every path (HEAD follows GET in axum, and OPTIONS is not served).
@@ -307,21 +311,17 @@ struct App {
     spec: Spec,
     faults: Mutex<Vec<String>>,
     exchanges: AtomicUsize,
+    /// The real binary; killed when the app goes.
+    _process: ServerProcess,
 }
 
 async fn spawn(config: Config) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding 127.0.0.1:0");
-    let addr = listener.local_addr().expect("the listener's address");
     let token = config.token.clone();
-    tokio::spawn(async move {
-        backprop_server::serve(listener, config, std::future::pending())
-            .await
-            .expect("the server stopped with an error")
-    });
+    let server = tokio::task::spawn_blocking(move || ServerProcess::start(&config))
+        .await
+        .expect("starting the server");
     App {
-        base: format!("http://{addr}"),
+        base: server.base.clone(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -330,6 +330,7 @@ async fn spawn(config: Config) -> App {
         spec: Spec::load(),
         faults: Mutex::new(Vec::new()),
         exchanges: AtomicUsize::new(0),
+        _process: server,
     }
 }
 

@@ -1,10 +1,11 @@
-//! Issue 4, "impossible to knock over": the real server, started in this process on
-//! 127.0.0.1:0, fed random and broken bodies, huge shapes and deep nesting, left idle,
+//! Issue 4, "impossible to knock over": the real server binary, started on 127.0.0.1:0, fed random and broken bodies, huge shapes and deep nesting, left idle,
 //! abandoned mid-run, loaded from many tasks at once, and shut down while it trains.
 //!
-//! Tests whose assertions are about time or memory (RSS is this process's, the server runs
-//! in it) take [`harness::exclusive`]; the others take [`harness::shared`], so a timing
+//! Tests whose assertions are about time or memory (the server's resident set) take [`harness::exclusive`]; the others take [`harness::shared`], so a timing
 //! bound never measures another test's load.
+
+#[path = "support/server.rs"]
+mod server;
 
 #[path = "robustness/harness.rs"]
 mod harness;

@@ -1,12 +1,15 @@
-//! The harness: start the real server on port 0, speak HTTP to it, and check on every response
+//! The harness: start the real server binary on port 0, speak HTTP to it, and check on every response
 //! what the contract promises of all of them (no 5xx, JSON that parses, no NaN or infinity).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backprop_server::Config;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+use crate::server::ServerProcess;
 
 /// Defaults for tests: two workers (the machine has two cores) and no idle expiry, so
 /// `expires_at` is null and a session's bytes change only when the session does.
@@ -23,31 +26,26 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     token: Option<String>,
+    /// The server process; it is killed when the last clone of this goes.
+    _process: Arc<ServerProcess>,
 }
 
-/// Binds 127.0.0.1:0 and serves `config` on the test's runtime until the test ends.
+/// Starts the real binary with `config` on 127.0.0.1:0; it runs until the test drops the app.
 pub async fn spawn_app(config: Config) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding 127.0.0.1:0");
-    let addr = listener
-        .local_addr()
-        .expect("local address of the listener");
     let token = config.token.clone();
-    tokio::spawn(async move {
-        backprop_server::serve(listener, config, std::future::pending())
-            .await
-            .expect("the server stopped with an error")
-    });
+    let server = tokio::task::spawn_blocking(move || ServerProcess::start(&config))
+        .await
+        .expect("starting the server");
     let client = reqwest::Client::builder()
         // Far above anything a test waits for on purpose: a hang fails instead of blocking.
         .timeout(Duration::from_secs(60))
         .build()
         .expect("building the HTTP client");
     TestApp {
-        base: format!("http://{addr}"),
+        base: server.base.clone(),
         client,
         token,
+        _process: Arc::new(server),
     }
 }
 

@@ -1,15 +1,15 @@
-//! The server in this process, a client for it, and what every answer must be.
+//! The server binary, a client for it, and what every answer must be.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backprop_server::Config;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, oneshot};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::task::JoinHandle;
+
+use crate::server::ServerProcess;
 
 /// Held shared by ordinary tests and exclusively by those that measure time or memory.
 /// tokio's lock is fair, so a waiting exclusive test is not starved by readers.
@@ -32,41 +32,43 @@ pub fn config() -> Config {
     }
 }
 
-/// A running server: its address, a client, and the means to stop it.
+/// A running server process: a client for it, and the means to stop it.
 pub struct Server {
     pub app: App,
-    stop: Option<oneshot::Sender<()>>,
-    pub served: JoinHandle<std::io::Result<()>>,
+    pub process: ServerProcess,
 }
 
 impl Server {
-    /// Binds 127.0.0.1:0 and serves `config` on the current runtime until [`Server::shut_down`].
+    /// Starts the real binary with `config` on 127.0.0.1:0.
     pub async fn start(config: Config) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let process = tokio::task::spawn_blocking(move || ServerProcess::start(&config))
             .await
-            .expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().expect("the listener's address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        // Only an explicit send stops the server: dropping the sender (a test that panicked)
-        // must not look like a shutdown to the next assertion.
-        let shutdown = async move {
-            if stopped.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        let served = tokio::spawn(backprop_server::serve(listener, config, shutdown));
+            .expect("starting the server");
         Self {
-            app: App::new(format!("http://{addr}")),
-            stop: Some(stop),
-            served,
+            app: App::new(process.base.clone()),
+            process,
         }
     }
 
-    /// Resolves the shutdown future `serve` was given.
+    /// SIGTERM: the graceful shutdown a supervisor asks for.
     pub fn shut_down(&mut self) {
-        let stop = self.stop.take().expect("the server was already shut down");
-        stop.send(())
-            .expect("serve stopped before shutdown was asked");
+        self.process.terminate();
+    }
+
+    /// Starts a new peak of the server's resident set at what it holds now; returns that,
+    /// in KiB.
+    pub fn reset_rss_peak(&self) -> u64 {
+        self.process.reset_rss_peak()
+    }
+
+    /// The most the server's resident set held since [`Server::reset_rss_peak`], in KiB.
+    pub fn rss_peak_kib(&self) -> u64 {
+        self.process.rss_peak_kib()
+    }
+
+    /// The server's resident set now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.process.rss_kib()
     }
 }
 
@@ -497,16 +499,6 @@ pub async fn slow_session(app: &App) -> String {
     id
 }
 
-/// This process's resident set, in KiB, from /proc/self/status.
-pub fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line in /proc/self/status")
-}
-
 /// Every route that takes a JSON body, for session `id` (import and create name none).
 pub fn body_routes(id: &str) -> Vec<(Method, String)> {
     let mut routes = vec![
@@ -544,73 +536,4 @@ pub fn nested_array(depth: usize) -> String {
 /// `depth` nested objects `{"a": ...}` around a 1.
 pub fn nested_object(depth: usize) -> String {
     format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
-}
-
-/// Counts the bytes every allocation in this process holds (the server's included), and
-/// the most it held since [`reset_heap_peak`]: unlike the resident set, this does not depend
-/// on what the C allocator keeps cached or hands back.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call goes straight to `System`, which upholds GlobalAlloc's contract; the
-// counters are only arithmetic on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's layout goes unchanged to System.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for alloc.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr came from this allocator (so from System) with this layout.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for dealloc; new_size is the caller's.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static COUNTING: Counting = Counting;
-
-/// Starts a new peak at what is held now; returns that.
-pub fn reset_heap_peak() -> usize {
-    let now = LIVE.load(Ordering::Relaxed);
-    PEAK.store(now, Ordering::Relaxed);
-    now
-}
-
-/// The most the heap held since [`reset_heap_peak`], in bytes.
-pub fn heap_peak() -> usize {
-    PEAK.load(Ordering::Relaxed)
 }
