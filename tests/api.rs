@@ -9,6 +9,8 @@ mod helpers;
 mod auth;
 #[path = "api/concurrency.rs"]
 mod concurrency;
+#[path = "api/details.rs"]
+mod details;
 #[path = "api/divergence.rs"]
 mod divergence;
 #[path = "api/errors.rs"]

@@ -1027,8 +1027,9 @@ async fn import_checks_the_document_like_create_dataset_and_weights() {
             "invalid_value",
         ),
         (
-            "float size",
-            edit(&|d| d["layers"] = json!([4, 4.0, 3])),
+            // 4.0 is an integer (JSON Schema's count); 4.5 is not.
+            "fractional size",
+            edit(&|d| d["layers"] = json!([4, 4.5, 3])),
             400,
             "invalid_request",
         ),
