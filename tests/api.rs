@@ -23,3 +23,5 @@ mod limits;
 mod notebook;
 #[path = "api/sessions.rs"]
 mod sessions;
+#[path = "api/walkthrough.rs"]
+mod walkthrough;
