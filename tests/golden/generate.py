@@ -326,9 +326,26 @@ def notebook_1layer_case(nb, class_src, data, seed):
     grad = net.Backward(net.Forward(data.X), data.X, data.Y)
     P = np.array(trained.Forward(data.X))
     check_against_vectorised(name, data, [4, 3], seed, [w0], [grad], history, [trained.W_l1])
-    c = case_dict(name, "notebook", [4, 3], {"method": "numpy_rand", "seed": seed}, "relu",
-                  False, "sum", trained.learning_rate, 100, [w0], None, loss0, [grad], None,
-                  history, [trained.W_l1], None, P)
+    c = case_dict(
+        name,
+        "notebook",
+        [4, 3],
+        {"method": "numpy_rand", "seed": seed},
+        "relu",
+        False,
+        "sum",
+        trained.learning_rate,
+        100,
+        [w0],
+        None,
+        loss0,
+        [grad],
+        None,
+        history,
+        [trained.W_l1],
+        None,
+        P,
+    )
     c["printed"] = printed
     c["extended_precision_rel_diff"] = extended_precision_diff(data.flat, data.y, c)
     return c
@@ -363,12 +380,32 @@ def notebook_2layer_case(nb, data, name, init, epochs=100, need_relu_cut=False):
     P = np.array(net.Forward(data.X))
     weights = [net.W_l1, net.W_l2]
     check_against_vectorised(name, data, [4, 4, 3], init, w0, grads, history, weights)
-    c = case_dict(name, "notebook_extension", [4, 4, 3], init, "relu", False, "sum",
-                  net.learning_rate, epochs, w0, None, loss0, grads, None, history, weights,
-                  None, P)
+    c = case_dict(
+        name,
+        "notebook_extension",
+        [4, 4, 3],
+        init,
+        "relu",
+        False,
+        "sum",
+        net.learning_rate,
+        epochs,
+        w0,
+        None,
+        loss0,
+        grads,
+        None,
+        history,
+        weights,
+        None,
+        P,
+    )
     c["printed"] = printed
-    c["relu_inputs_cut"] = {"initial": cut[0], "min_over_training": min(cut),
-                            "of": int(data.x.shape[0] * 4)}
+    c["relu_inputs_cut"] = {
+        "initial": cut[0],
+        "min_over_training": min(cut),
+        "of": int(data.x.shape[0] * 4),
+    }
     c["extended_precision_rel_diff"] = extended_precision_diff(data.flat, data.y, c)
     return c
 
@@ -377,8 +414,9 @@ def check_against_vectorised(name, data, layers, init, w0, grads, history, final
     """`Net` must reproduce the notebook's code on its own cases before it writes any other."""
     if not isinstance(init, dict):
         init = {"method": "numpy_rand", "seed": init}
-    ref = Net(layers, "relu", False, "sum", 0.0001,
-              init_weights(init["method"], init["seed"], layers))
+    ref = Net(
+        layers, "relu", False, "sum", 0.0001, init_weights(init["method"], init["seed"], layers)
+    )
     assert all(np.array_equal(a, b) for a, b in zip(ref.W, w0)), name
     rg, _ = ref.gradients(data.flat, data.y)
     scale = max(float(np.max(np.abs(g))) for g in grads)
@@ -409,17 +447,17 @@ def run_vectorised(X, Y, layers, init, activation, bias, reduction, lr, epochs, 
 
 def general_case(X, Y, name, layers, init, activation, bias, reduction, lr, epochs):
     """Vectorised NumPy (no notebook code exists for these settings); X is (M, n_in)."""
-    out = run_vectorised(X, Y, layers, init, activation, bias, reduction, lr, epochs,
-                         np.float64)
-    c = case_dict(name, "vectorised", layers, init, activation, bias, reduction, lr, epochs,
-                  *out)
+    out = run_vectorised(X, Y, layers, init, activation, bias, reduction, lr, epochs, np.float64)
+    c = case_dict(name, "vectorised", layers, init, activation, bias, reduction, lr, epochs, *out)
     c["extended_precision_rel_diff"] = ext = extended_precision_diff(X, Y, c)
     # These cases are ours to choose: keep only trajectories whose digits are determined well
     # below the tests' 1e-9, so a harmless change of summation order cannot fail them.
     d = max(v for k, v in ext.items() if k != "initial_gradients")
     if d > 1e-11:
-        raise SystemExit(f"{name}: f64 and extended precision differ by {d:.1e}; "
-                         "pick a better-conditioned case (another seed or a smaller rate)")
+        raise SystemExit(
+            f"{name}: f64 and extended precision differ by {d:.1e}; "
+            "pick a better-conditioned case (another seed or a smaller rate)"
+        )
     return c
 
 
@@ -432,14 +470,25 @@ def extended_precision_diff(X, Y, case):
     p - 1 with p within 1e-12 of 1 keeps only a few digits, in NumPy as in any f64 code. Two
     f64 implementations still agree there when both round p alike (ours does: the golden
     test checks those entries at 1e-9 too), but a reader of a failure should know."""
-    ld = run_vectorised(X, Y, case["layers"], case["init"], case["activation"], case["bias"],
-                        case["grad_reduction"], case["learning_rate"], case["epochs"],
-                        np.longdouble)
+    ld = run_vectorised(
+        X,
+        Y,
+        case["layers"],
+        case["init"],
+        case["activation"],
+        case["bias"],
+        case["grad_reduction"],
+        case["learning_rate"],
+        case["epochs"],
+        np.longdouble,
+    )
     _, _, loss0, gW, gb, history, W, b, P = ld
     groups = {
         "initial_loss": [(case["initial_loss"], loss0)],
-        "initial_gradients": [(case["initial_gradients"]["weights"], gW),
-                              (case["initial_gradients"]["biases"], gb)],
+        "initial_gradients": [
+            (case["initial_gradients"]["weights"], gW),
+            (case["initial_gradients"]["biases"], gb),
+        ],
         "loss_history": [(case["loss_history"], history)],
         "final_parameters": [(case["final_weights"], W), (case["final_biases"], b)],
         "final_probabilities": [(case["final_probabilities"], P)],
@@ -465,8 +514,26 @@ def flatten(v):
     return [v]
 
 
-def case_dict(name, implementation, layers, init, activation, bias, reduction, lr, epochs, w0,
-              b0, loss0, gW, gb, history, w1, b1, P):
+def case_dict(
+    name,
+    implementation,
+    layers,
+    init,
+    activation,
+    bias,
+    reduction,
+    lr,
+    epochs,
+    w0,
+    b0,
+    loss0,
+    gW,
+    gb,
+    history,
+    w1,
+    b1,
+    P,
+):
     check_finite(name, loss0, history, *w1, *gW, P)
     return {
         "name": name,
@@ -480,8 +547,10 @@ def case_dict(name, implementation, layers, init, activation, bias, reduction, l
         "initial_weights": floats(list(w0)),
         "initial_biases": floats(list(b0)) if b0 is not None else None,
         "initial_loss": float(loss0),
-        "initial_gradients": {"weights": floats(list(gW)),
-                              "biases": floats(list(gb)) if gb is not None else None},
+        "initial_gradients": {
+            "weights": floats(list(gW)),
+            "biases": floats(list(gb)) if gb is not None else None,
+        },
         "loss_history": [float(v) for v in history],
         "final_weights": floats(list(w1)),
         "final_biases": floats(list(b1)) if b1 is not None else None,
@@ -512,19 +581,46 @@ NOTEBOOK_SEEDS = [0, 1, 7, 42, 123, 2024, 4294967295]
 def notebook_json(nb, class_src, data, source):
     cases = [notebook_1layer_case(nb, class_src, data, s) for s in NOTEBOOK_SEEDS]
     cases += [notebook_2layer_case(nb, data, f"2layer_seed{s}", nr(s)) for s in [0, 1, 42]]
-    cases.append(notebook_2layer_case(nb, data, "2layer_xavier_seed3_relu_cut",
-                                      {"method": "xavier", "seed": 3}, need_relu_cut=True))
+    cases.append(
+        notebook_2layer_case(
+            nb,
+            data,
+            "2layer_xavier_seed3_relu_cut",
+            {"method": "xavier", "seed": 3},
+            need_relu_cut=True,
+        )
+    )
     X, Y = data.flat, data.y
     cases += [
         general_case(X, Y, "1layer_bias_seed0", [4, 3], nr(0), "relu", True, "sum", 0.0001, 100),
-        general_case(X, Y, "1layer_mean_seed1", [4, 3], nr(1), "relu", False, "mean", 0.001,
-                     100),
-        general_case(X, Y, "2layer_mean_bias_seed0", [4, 4, 3], nr(0), "relu", True, "mean",
-                     0.0001, 100),
-        general_case(X, Y, "4layer_relu_bias_mean_xavier_seed3", [4, 8, 8, 8, 3],
-                     {"method": "xavier", "seed": 3}, "relu", True, "mean", 0.0001, 100),
-        general_case(X, Y, "2layer_he_seed5", [4, 6, 3], {"method": "he", "seed": 5}, "relu",
-                     False, "sum", 0.0001, 100),
+        general_case(X, Y, "1layer_mean_seed1", [4, 3], nr(1), "relu", False, "mean", 0.001, 100),
+        general_case(
+            X, Y, "2layer_mean_bias_seed0", [4, 4, 3], nr(0), "relu", True, "mean", 0.0001, 100
+        ),
+        general_case(
+            X,
+            Y,
+            "4layer_relu_bias_mean_xavier_seed3",
+            [4, 8, 8, 8, 3],
+            {"method": "xavier", "seed": 3},
+            "relu",
+            True,
+            "mean",
+            0.0001,
+            100,
+        ),
+        general_case(
+            X,
+            Y,
+            "2layer_he_seed5",
+            [4, 6, 3],
+            {"method": "he", "seed": 5},
+            "relu",
+            False,
+            "sum",
+            0.0001,
+            100,
+        ),
     ]
     dataset = {"x": data.X.tolist(), "y": data.Y.tolist(), "class_names": CLASS_NAMES}
     return doc(dataset, cases, "the notebook's X and Y, as the notebook uses them", source)
@@ -537,24 +633,60 @@ def variants_json(data, source):
     xs = data.x / 255.0
     X, Y = xs.reshape(len(xs), -1), data.y
     cases = [
-        general_case(X, Y, "2layer_sigmoid_seed0", [4, 4, 3], nr(0), "sigmoid", False, "sum",
-                     0.5, 100),
-        general_case(X, Y, "2layer_sigmoid_bias_seed42", [4, 5, 3], nr(42), "sigmoid", True,
-                     "sum", 0.5, 100),
-        general_case(X, Y, "2layer_tanh_seed1", [4, 4, 3], nr(1), "tanh", False, "sum", 0.1,
-                     100),
-        general_case(X, Y, "2layer_tanh_bias_mean_seed4294967295", [4, 4, 3], nr(4294967295),
-                     "tanh", True, "mean", 0.5, 100),
-        general_case(X, Y, "3layer_tanh_bias_mean_xavier_seed7", [4, 6, 5, 3],
-                     {"method": "xavier", "seed": 7}, "tanh", True, "mean", 0.5, 100),
-        general_case(X, Y, "3layer_sigmoid_he_seed4294967295", [4, 8, 6, 3],
-                     {"method": "he", "seed": 4294967295}, "sigmoid", False, "sum", 0.5, 100),
-        general_case(X, Y, "3layer_relu_bias_seed2", [4, 5, 4, 3], nr(2), "relu", True, "sum",
-                     0.05, 100),
+        general_case(
+            X, Y, "2layer_sigmoid_seed0", [4, 4, 3], nr(0), "sigmoid", False, "sum", 0.5, 100
+        ),
+        general_case(
+            X, Y, "2layer_sigmoid_bias_seed42", [4, 5, 3], nr(42), "sigmoid", True, "sum", 0.5, 100
+        ),
+        general_case(X, Y, "2layer_tanh_seed1", [4, 4, 3], nr(1), "tanh", False, "sum", 0.1, 100),
+        general_case(
+            X,
+            Y,
+            "2layer_tanh_bias_mean_seed4294967295",
+            [4, 4, 3],
+            nr(4294967295),
+            "tanh",
+            True,
+            "mean",
+            0.5,
+            100,
+        ),
+        general_case(
+            X,
+            Y,
+            "3layer_tanh_bias_mean_xavier_seed7",
+            [4, 6, 5, 3],
+            {"method": "xavier", "seed": 7},
+            "tanh",
+            True,
+            "mean",
+            0.5,
+            100,
+        ),
+        general_case(
+            X,
+            Y,
+            "3layer_sigmoid_he_seed4294967295",
+            [4, 8, 6, 3],
+            {"method": "he", "seed": 4294967295},
+            "sigmoid",
+            False,
+            "sum",
+            0.5,
+            100,
+        ),
+        general_case(
+            X, Y, "3layer_relu_bias_seed2", [4, 5, 4, 3], nr(2), "relu", True, "sum", 0.05, 100
+        ),
     ]
     dataset = {"x": floats(xs), "y": data.Y.tolist(), "class_names": CLASS_NAMES}
-    return doc(dataset, cases,
-               "the notebook's X divided by 255, so sigmoid and tanh do not saturate", source)
+    return doc(
+        dataset,
+        cases,
+        "the notebook's X divided by 255, so sigmoid and tanh do not saturate",
+        source,
+    )
 
 
 def large_json():
@@ -567,18 +699,45 @@ def large_json():
     X = np.random.rand(M, n_in)
     Y = np.eye(n_out)[np.arange(M) % n_out]
     cases = [
-        general_case(X, Y, "gemm_relu_bias_mean_xavier", [64, 16, 10],
-                     {"method": "xavier", "seed": 11}, "relu", True, "mean", 0.5, 30),
-        general_case(X, Y, "gemm_tanh_sum_he", [64, 20, 12, 10], {"method": "he", "seed": 12},
-                     "tanh", False, "sum", 0.002, 30),
+        general_case(
+            X,
+            Y,
+            "gemm_relu_bias_mean_xavier",
+            [64, 16, 10],
+            {"method": "xavier", "seed": 11},
+            "relu",
+            True,
+            "mean",
+            0.5,
+            30,
+        ),
+        general_case(
+            X,
+            Y,
+            "gemm_tanh_sum_he",
+            [64, 20, 12, 10],
+            {"method": "he", "seed": 12},
+            "tanh",
+            False,
+            "sum",
+            0.002,
+            30,
+        ),
     ]
     return {
         "generator": "tests/golden/generate.py",
         "numpy_version": np.__version__,
         "note": "the dataset is not written out: draw it as 'generated' says",
-        "dataset": {"generated": {"method": "numpy_rand", "seed": S, "samples": M,
-                                  "features": n_in, "classes": n_out,
-                                  "labels": "class j % classes for sample j"}},
+        "dataset": {
+            "generated": {
+                "method": "numpy_rand",
+                "seed": S,
+                "samples": M,
+                "features": n_in,
+                "classes": n_out,
+                "labels": "class j % classes for sample j",
+            }
+        },
         "cases": cases,
     }
 
@@ -603,31 +762,66 @@ def init_json():
     for method, layers, seeds in plan:
         for seed in seeds:
             ws = init_weights(method, seed, layers)
-            cases.append({
-                "name": f"{method}_{'x'.join(map(str, layers))}_seed{seed}",
-                "method": method,
-                "seed": seed,
-                "layers": layers,
-                "weights": floats(ws),
-            })
-    return {"generator": "tests/golden/generate.py", "numpy_version": np.__version__,
-            "cases": cases}
+            cases.append(
+                {
+                    "name": f"{method}_{'x'.join(map(str, layers))}_seed{seed}",
+                    "method": method,
+                    "seed": seed,
+                    "layers": layers,
+                    "weights": floats(ws),
+                }
+            )
+    return {
+        "generator": "tests/golden/generate.py",
+        "numpy_version": np.__version__,
+        "cases": cases,
+    }
 
 
 def pyrepr_json():
     """Python's repr of floats, for `GET /loss?format=text`, which writes the notebook's
     `iteration: k, loss: v` lines as Python prints them: the edges of the fixed/exponent
     switch, subnormals, the extremes, and a spread of ordinary losses."""
-    values = [0.0, 1.0, 2.0, 0.5, 0.1, 1e-4, 0.0001234, 9.999999999999999e-05, 1e-5, 1.5e-5,
-              1e-7, 5e-324, 2.2250738585072014e-308, 1e-300, 1e15, 1e16, 9999999999999998.0,
-              1.2345678901234567e16, 123456789012345.6, 1.7976931348623157e308, 1e22, 1e21,
-              55.125733648070806, 0.052075476650793144, 3.0e-05, 4.9e-324, 1 / 3, 2 / 3,
-              100.0, 123456.789, 0.30000000000000004]
+    values = [
+        0.0,
+        1.0,
+        2.0,
+        0.5,
+        0.1,
+        1e-4,
+        0.0001234,
+        9.999999999999999e-05,
+        1e-5,
+        1.5e-5,
+        1e-7,
+        5e-324,
+        2.2250738585072014e-308,
+        1e-300,
+        1e15,
+        1e16,
+        9999999999999998.0,
+        1.2345678901234567e16,
+        123456789012345.6,
+        1.7976931348623157e308,
+        1e22,
+        1e21,
+        55.125733648070806,
+        0.052075476650793144,
+        3.0e-05,
+        4.9e-324,
+        1 / 3,
+        2 / 3,
+        100.0,
+        123456.789,
+        0.30000000000000004,
+    ]
     np.random.seed(7)
     values += [float(v) for v in np.exp(np.random.uniform(-40, 40, 40))]
-    return {"generator": "tests/golden/generate.py",
-            "python": sys.version.split()[0],
-            "cases": [{"value": v, "repr": repr(v)} for v in values]}
+    return {
+        "generator": "tests/golden/generate.py",
+        "python": sys.version.split()[0],
+        "cases": [{"value": v, "repr": repr(v)} for v in values],
+    }
 
 
 def write(name, document):
