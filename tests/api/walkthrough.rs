@@ -112,9 +112,13 @@ fn is_uuid(b: &[u8]) -> bool {
 fn is_timestamp(b: &[u8]) -> bool {
     const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
     b.len() >= SHAPE.len()
-        && b.iter()
-            .zip(SHAPE)
-            .all(|(&c, &s)| if s == b'd' { c.is_ascii_digit() } else { c == s })
+        && b.iter().zip(SHAPE).all(|(&c, &s)| {
+            if s == b'd' {
+                c.is_ascii_digit()
+            } else {
+                c == s
+            }
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,6 +138,7 @@ async fn the_readme_walkthrough_prints_what_it_shows() {
         steps.len()
     );
 
+    require_curl(7, 84);
     let app = spawn_app(config()).await;
     // One shell for the whole walk-through; a marker line before each step splits the output.
     let mut script = String::from("set -e\n");
@@ -179,7 +184,9 @@ async fn the_readme_walkthrough_prints_what_it_shows() {
             .find(&marker)
             .unwrap_or_else(|| panic!("step {k} never ran:\n{stdout}"))
             + marker.len();
-        let to = stdout[from..].find("\n@@@ ").map_or(stdout.len(), |e| from + e);
+        let to = stdout[from..]
+            .find("\n@@@ ")
+            .map_or(stdout.len(), |e| from + e);
         chunks.push(stdout[from..to].to_string());
     }
 
@@ -204,7 +211,10 @@ async fn the_readme_walkthrough_prints_what_it_shows() {
     }
     if bless && !faults.is_empty() {
         std::fs::write(path, &blessed).expect("writing README.md");
-        eprintln!("WALKTHROUGH_BLESS: rewrote {} outputs in README.md", faults.len());
+        eprintln!(
+            "WALKTHROUGH_BLESS: rewrote {} outputs in README.md",
+            faults.len()
+        );
         return;
     }
     assert!(
@@ -213,6 +223,27 @@ async fn the_readme_walkthrough_prints_what_it_shows() {
          (ids and timestamps aside); WALKTHROUGH_BLESS=1 rewrites them:\n\n{}",
         faults.len(),
         faults.join("\n")
+    );
+}
+
+/// The walk-through uses `--json` (curl 7.82) and `-w '%header{...}'` (7.84).
+fn require_curl(major: u32, minor: u32) {
+    let out = Command::new("curl")
+        .arg("--version")
+        .output()
+        .expect("the walk-through test runs curl; install it (Debian: apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version: Vec<u32> = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    assert!(
+        version.as_slice() >= [major, minor].as_slice(),
+        "the README's walk-through needs curl {major}.{minor} or later; this is {}",
+        text.lines().next().unwrap_or("")
     );
 }
 
