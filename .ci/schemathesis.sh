@@ -9,8 +9,7 @@
 # failure. The server is always stopped at the end.
 #
 # Settings (environment): ST_MAX_EXAMPLES (default 50 per operation and phase),
-# ST_SEED (default fixed, so CI is reproducible; "random" for a fresh draw each run),
-# ST_STRICT=1 (turn off the waivers for known discrepancies, see schemathesis_hooks.py).
+# ST_SEED (default fixed, so CI is reproducible; "random" for a fresh draw each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD

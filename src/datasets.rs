@@ -1,7 +1,10 @@
 //! Datasets as sessions hold them, and the built-in ones.
 //!
-//! `cat-dog-ship` is the course notebook's six 2x2 "images" (pixel values 0..255) with
-//! classes cat 0, dog 1, ship 2. `iris` is Fisher's 150 samples in the order of the copy
+//! `cat-dog-ship` is the course notebook's `X` and `Y` exactly, in its order (`x_1` to `x_6`,
+//! labels `y_1` to `y_6`: cat, dog, ship, cat, dog, ship; classes cat 0, dog 1, ship 2). The
+//! numbers are copied from the notebook, `../shared/seed/000_604ebaaa92069bce.txt`, including
+//! `x_4`'s -10; `tests/golden/notebook.json`, written by running that notebook, holds them too,
+//! and a test checks that the two agree. `iris` is Fisher's 150 samples in the order of the copy
 //! shipped with R and scikit-learn, compiled into the binary from `data/iris.csv`.
 //! Built-in datasets are parsed once and shared by every session that uses them.
 
@@ -69,17 +72,17 @@ impl Builtin {
 fn cat_dog_ship() -> Builtin {
     #[rustfmt::skip]
     let x = vec![
-        56.0, 231.0, 24.0, 1.0,    // cat
-        120.0, 30.0, 24.0, 0.0,    // dog
-        2.0, 5.0, 210.0, 190.0,    // ship
-        60.0, 220.0, 30.0, 2.0,    // cat
-        130.0, 40.0, 20.0, 3.0,    // dog
-        4.0, 10.0, 200.0, 180.0,   // ship
+        56.0, 231.0, 24.0, 1.0,     // cat   (x_1)
+        120.0, 30.0, 24.0, 0.0,     // dog   (x_2)
+        20.0, 31.0, 240.0, 100.0,   // ship  (x_3)
+        56.0, 201.0, 22.0, -10.0,   // cat   (x_4; the notebook's -10 is kept)
+        140.0, 27.0, 30.0, 10.0,    // dog   (x_5)
+        25.0, 30.0, 230.0, 110.0,   // ship  (x_6)
     ];
     Builtin {
         name: "cat-dog-ship",
-        description: "The course notebook's six 2x2 images (pixel values 0-255): \
-                      two cats, two dogs, two ships.",
+        description: "The course notebook's X and Y: six 2x2 images (pixel values, one of \
+                      them -10), in the notebook's order cat, dog, ship, cat, dog, ship.",
         class_names: &["cat", "dog", "ship"],
         sample_shape: &[2, 2],
         x,

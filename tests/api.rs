@@ -12,6 +12,8 @@ mod helpers;
 mod auth;
 #[path = "api/concurrency.rs"]
 mod concurrency;
+#[path = "api/details.rs"]
+mod details;
 #[path = "api/divergence.rs"]
 mod divergence;
 #[path = "api/errors.rs"]
@@ -24,3 +26,5 @@ mod limits;
 mod notebook;
 #[path = "api/sessions.rs"]
 mod sessions;
+#[path = "api/walkthrough.rs"]
+mod walkthrough;

@@ -311,22 +311,80 @@ fn check_training_fixture(text: &str, file: &str) -> usize {
 #[test]
 fn notebook_cases_match_numpy() {
     let n = check_training_fixture(NOTEBOOK, "notebook.json");
-    // The notebook's own cases must be there: [4,3] and [4,4,3] at seeds 0, 1, 42, 2^32-1.
     let doc = parse(NOTEBOOK, "notebook.json");
-    for layers in ["1layer", "2layer"] {
-        for seed in [0u64, 1, 42, 4_294_967_295] {
-            let name = format!("{layers}_seed{seed}");
-            assert!(
-                doc["cases"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|c| c["name"] == name.as_str()),
-                "notebook.json lacks the case {name}; rerun tests/golden/generate.py"
-            );
-        }
+    let find = |name: &str| {
+        doc["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| {
+                panic!("notebook.json lacks the case {name}; rerun tests/golden/generate.py")
+            })
+    };
+    // The notebook's own cell, run per seed, and the two-layer exercise at the same seeds.
+    for seed in [0u64, 1, 7, 42, 123, 2024, 4_294_967_295] {
+        let case = find(&format!("1layer_seed{seed}"));
+        assert_eq!(case["implementation"], "notebook", "1layer_seed{seed}");
+        assert_printed_is_history(case);
     }
-    assert!(n >= 8, "notebook.json has only {n} cases");
+    for seed in [0u64, 1, 42] {
+        assert_printed_is_history(find(&format!("2layer_seed{seed}")));
+    }
+    assert!(n >= 16, "notebook.json has only {n} cases");
+}
+
+/// `printed` is what the notebook's code printed, `iteration: k, loss: v` for k = 1..; the
+/// history the core was checked against above must be exactly those numbers.
+fn assert_printed_is_history(case: &Value) {
+    let name = case["name"].as_str().unwrap();
+    let printed = case["printed"].as_array().expect("printed lines");
+    let history = flat(&case["loss_history"]);
+    assert_eq!(printed.len(), history.len(), "{name}: printed lines");
+    for (k, (line, &h)) in printed.iter().zip(&history).enumerate() {
+        let line = line.as_str().expect("a printed line");
+        let prefix = format!("iteration: {}, loss: ", k + 1);
+        let v: f64 = line
+            .strip_prefix(&prefix)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: printed line {line:?}"));
+        assert_eq!(
+            v.to_bits(),
+            h.to_bits(),
+            "{name}: {line:?} vs history {h:e}"
+        );
+    }
+}
+
+/// The two-layer case must exercise the ReLU mask: from its initial weights (recomputed here,
+/// not taken from the generator's word) some hidden pre-activation on the notebook's data is
+/// negative, so a Backward without the ReLU derivative would give other numbers.
+#[test]
+fn the_relu_case_really_cuts_hidden_units() {
+    let doc = parse(NOTEBOOK, "notebook.json");
+    let case = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "2layer_xavier_seed3_relu_cut")
+        .expect("notebook.json lacks 2layer_xavier_seed3_relu_cut");
+    let config = config_of(case);
+    let data = dataset(&doc, 4, 3);
+    let net = Network::new(config.clone(), &init_of(&case["init"])).unwrap();
+    let t = backprop_server::nn::trace(&net, &data).expect("a trace");
+    let z = &t.layers[0].pre_activation;
+    let cut = z.iter().filter(|&&v| v <= 0.0).count();
+    assert!(
+        cut > 0 && cut < z.len(),
+        "{cut} of {} hidden pre-activations <= 0: the ReLU mask must cut some and not all",
+        z.len()
+    );
+    assert_eq!(
+        case["relu_inputs_cut"]["initial"].as_u64(),
+        Some(cut as u64),
+        "the generator's count of cut ReLU inputs"
+    );
+    assert!(case["relu_inputs_cut"]["min_over_training"].as_u64() > Some(0));
 }
 
 #[test]

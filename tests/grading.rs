@@ -180,10 +180,10 @@ fn cat_dog_ship_x() -> Value {
     json!([
         [[56, 231], [24, 1]],
         [[120, 30], [24, 0]],
-        [[2, 5], [210, 190]],
-        [[60, 220], [30, 2]],
-        [[130, 40], [20, 3]],
-        [[4, 10], [200, 180]]
+        [[20, 31], [240, 100]],
+        [[56, 201], [22, -10]],
+        [[140, 27], [30, 10]],
+        [[25, 30], [230, 110]]
     ])
 }
 
@@ -1028,8 +1028,9 @@ async fn import_checks_the_document_like_create_dataset_and_weights() {
             "invalid_value",
         ),
         (
-            "float size",
-            edit(&|d| d["layers"] = json!([4, 4.0, 3])),
+            // 4.0 is an integer (JSON Schema's count); 4.5 is not.
+            "fractional size",
+            edit(&|d| d["layers"] = json!([4, 4.5, 3])),
             400,
             "invalid_request",
         ),

@@ -1,33 +1,38 @@
 #!/usr/bin/env python3
 """Grade a student's backprop notebook against backprop-server, Gradescope style.
 
-    python grade.py SUBMISSION.py [--server URL] [--token TOKEN] [--seed 0] [--epochs 100]
-                    [--time-limit 30] [--output results.json]
+    python grade.py SUBMISSION.ipynb|SUBMISSION.py [--server URL] [--token TOKEN] [--seed 0]
+                    [--epochs 100] [--time-limit 30] [--output results.json]
 
 The server comes from --server or BACKPROP_URL (default http://127.0.0.1:8080), the bearer
 token from --token or BACKPROP_TOKEN (none by default).
 
-The student's file defines two classes, the notebook's one-layer network and the two-layer
-exercise (full interface and conventions in README.md beside this file):
+The submission is the course notebook as students fill it in, handed in as the .ipynb itself
+(its code cells run in order, as Jupyter's "Run all") or as a .py file. Its interface is the
+notebook's (README.md beside this file has it in full):
 
-    NN_1layer(input_size, output_size, seed)               weights self.W, shape (out, in)
-    NN_2layer(input_size, hidden_size, output_size, seed)  weights self.W1, self.W2
-      __init__   np.random.seed(seed); self.W = np.random.rand(out, in) (W1 before W2)
-      Forward(x)                 one sample (2x2) -> its class probabilities, shape (3,):
-                                 softmax(W @ x.flatten()) (two-layer: ReLU on the hidden layer)
-      getLoss(X, Y)              X (M, 2, 2), Y (M, 3) one-hot -> mean cross-entropy, a float
-      Backward(X, Y)             the gradient summed over the samples, (P - Y)^T X, shape (out, in)
-                                 (two-layer: a tuple (dW1, dW2))
-      training(X, Y, epochs, lr) `epochs` updates W -= lr * dW; returns (or prints as
-                                 'iteration: k, loss: v') the mean loss after each update
+    np.random.seed(S); net = NN_1layer()   weights net.W_l1, shape (3, 4) = (out, in);
+                                           net.learning_rate (the notebook's 0.0001)
+    net.Forward(X)                         X (M, 2, 2) -> one probability vector per sample
+    net.getLoss(X, Y)                      mean cross-entropy over the M samples, a float
+    net.Backward(Y_hat, X, Y)              dW = (Y_hat - Y)^T X, the SUM over samples, (3, 4)
+    net.training(X, Y, n_epoch=100)        n_epoch updates W_l1 -= learning_rate * dW, printing
+                                           'iteration: k, loss: v' after each
+    NN_2layer (optional, extra credit)     the same with W_l1 (4, 4) then W_l2 (3, 4) from one
+                                           stream, ReLU between, Backward returning (dW1, dW2)
 
-For each class the grader asks the service for the reference at the same seed and data, runs
-the student's file in a subprocess with a time limit (harness.py; a crash, a hang, garbage
-output or a missing method fails its test, never the grader), loads reference weights into the
-student's network before each method so one mistake does not fail every test, compares with
-POST /sessions/{id}/check, deletes its sessions, and writes results.json:
+Top-level demo code (the notebook's `my_NeuralNet.training(X, Y)`) runs and may print; a cell
+that raises is reported and grading goes on. For each class the grader asks the service for
+the reference at the same seed and data, runs the submission in a subprocess with a time
+limit (harness.py; a crash, a hang, garbage output or a missing method fails its test, never
+the grader), loads reference weights into the student's network before each method so one
+mistake does not fail every test, compares with POST /sessions/{id}/check, deletes its
+sessions, and writes results.json:
     {"score", "execution_time", "output", "tests": [{"name", "score", "max_score", "status",
      "output"}, ...]}
+The required part (NN_1layer) is worth 10 points; the two-layer exercise's tests carry
+max_score 0 and add their points as extra credit (Gradescope's convention), or appear as one
+"not attempted" entry, which costs nothing.
 Exit status: 0 when graded (whatever the score), 2 for a usage error, 3 when the service failed
 (results.json then says so and holds no tests).
 """
@@ -72,22 +77,25 @@ MEMORY_LIMIT_BYTES = 4 << 30
 class Net:
     """One exercise: the class the student writes and the session that is its reference."""
 
-    def __init__(self, cls, layers, sizes, attrs):
-        self.cls = cls
+    def __init__(self, key, layers, required):
+        self.key = key
+        self.cls = key
         self.layers = layers
-        self.sizes = sizes
-        self.attrs = attrs
+        self.required = required
+        # Set from what the student's file holds (the harness finds them).
+        self.attrs = ["W_l1"] if len(layers) == 2 else ["W_l1", "W_l2"]
 
     def grad_name(self, k):
-        return "d" + self.attrs[k]
+        return "dW" if len(self.attrs) == 1 else f"dW{k + 1}"
 
 
 NETS = [
-    Net("NN_1layer", [4, 3], [4, 3], ["W"]),
-    Net("NN_2layer", [4, 4, 3], [4, 4, 3], ["W1", "W2"]),
+    Net("NN_1layer", [4, 3], required=True),
+    Net("NN_2layer", [4, 4, 3], required=False),
 ]
 
-# Points per test, the same for both classes: 10 each, 20 in all.
+# Points per test, the same for both classes: 10 each. NN_1layer's are the required part;
+# NN_2layer's are extra credit.
 TESTS = [
     ("__init__", 1),
     ("Forward", 2),
@@ -95,6 +103,8 @@ TESTS = [
     ("Backward", 3),
     ("training", 3),
 ]
+# x.flatten("F") of a 2x2 sample: the row-major flatten's entries in this order.
+COLUMN_MAJOR = [0, 2, 1, 3]
 
 
 class ServiceError(Exception):
@@ -123,13 +133,13 @@ class Service:
             )
         return r.json() if r.content else None
 
-    def create(self, layers, init):
+    def create(self, layers, init, learning_rate=None):
         body = {
             "layers": layers,
             "activation": "relu",
             "bias": False,
             "grad_reduction": "sum",
-            "learning_rate": LEARNING_RATE,
+            "learning_rate": learning_rate or LEARNING_RATE,
             "init": init,
         }
         sid = self.call("POST", "/sessions", body, expect=201)["id"]
@@ -180,13 +190,16 @@ def reference(svc, net, seed, epochs, x):
     Four weights matter: the seed's initial ones (`initial`), those after one update (for
     getLoss: the history's first entry is the loss there), after all `epochs` updates
     (`trained`), and Xavier weights of mixed sign (`mixed`). With np.random.rand's weights in
-    [0, 1) and non-negative pixels every ReLU input is positive, before and after training:
-    only the mixed weights show whether Backward applies the ReLU derivative.
+    [0, 1) and the notebook's pixels every hidden ReLU input is positive: only the mixed
+    weights show whether Backward applies the ReLU derivative.
     """
     main = svc.create(net.layers, {"method": "numpy_rand", "seed": seed})
-    ref = {"sessions": {}, "weights": {}}
+    ref = {"sessions": {}, "weights": {}, "probabilities": {}}
     ref["weights"]["initial"] = svc.call("GET", f"/sessions/{main}/weights")["weights"]
     ref["gradients_initial"] = svc.call("POST", f"/sessions/{main}/gradients")["weights"]
+    ref["probabilities"]["initial"] = svc.call("POST", f"/sessions/{main}/predict", {"x": x})[
+        "probabilities"
+    ]
     ref["sessions"]["initial"] = svc.fork(main)
     history = svc.train(main, 1)
     ref["weights"]["after_one_update"] = svc.call("GET", f"/sessions/{main}/weights")["weights"]
@@ -203,8 +216,16 @@ def reference(svc, net, seed, epochs, x):
     ref["weights"]["mixed"] = svc.call("GET", f"/sessions/{mixed}/weights")["weights"]
     ref["gradients_mixed"] = svc.call("POST", f"/sessions/{mixed}/gradients")["weights"]
     ref["predict_mixed"] = svc.call("POST", f"/sessions/{mixed}/predict", {"x": x})
+    ref["probabilities"]["mixed"] = ref["predict_mixed"]["probabilities"]
     ref["trace_mixed"] = svc.call("POST", f"/sessions/{mixed}/trace")
     return ref
+
+
+def history_at(svc, net, seed, epochs, learning_rate):
+    """The reference history at another learning rate (for a hint about the rate)."""
+    sid = svc.create(net.layers, {"method": "numpy_rand", "seed": seed}, learning_rate)
+    r = svc.call("POST", f"/sessions/{sid}/train", {"epochs": epochs})
+    return r["loss"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,11 +385,19 @@ def describe_item(item, where, yours, ref):
     )
 
 
-def ratio_hint(yours, ref, m):
-    """A whole-array mistake that a constant factor explains, or None."""
+def ratio_hint(yours, ref, m, lr):
+    """A whole-array mistake that a constant factor, a sign, a transpose or the flatten order
+    explains, or None."""
     y = [np.asarray(a, dtype=float) for a in yours]
     r = [np.asarray(a, dtype=float) for a in ref]
-    if any(a.shape != b.shape for a, b in zip(y, r)):
+    if len(y) != len(r) or any(a.shape != b.shape for a, b in zip(y, r)):
+        if all(a.ndim == 2 and a.T.shape == b.shape for a, b in zip(y, r)) and all(
+            np.allclose(a.T, b, rtol=1e-6, atol=1e-12) for a, b in zip(y, r)
+        ):
+            return (
+                "yours is the transpose of the reference: weights and their gradients are "
+                "(out, in)."
+            )
         return None
 
     def every(f):
@@ -378,7 +407,7 @@ def ratio_hint(yours, ref, m):
         return (
             f"yours is the reference divided by {m}, the number of samples: it looks like your "
             "gradient is averaged; the notebook's Backward returns the sum over the samples, "
-            "(P - Y)^T X, without dividing by their number."
+            "(Y_hat - Y)^T X, without dividing by their number."
         )
     if every(lambda a: a / m):
         return (
@@ -386,27 +415,71 @@ def ratio_hint(yours, ref, m):
             "the samples twice?"
         )
     if every(lambda a: -a):
-        return "yours has the opposite sign: the gradient is (P - Y)^T X, not (Y - P)^T X."
-    if all(a.ndim == 2 and a.T.shape == b.shape for a, b in zip(y, r)) and every(lambda a: a.T):
-        return "yours is the transpose of the reference: weights and their gradients are (out, in)."
+        return "yours has the opposite sign: the gradient is (Y_hat - Y)^T X, not (Y - Y_hat)^T X."
+    if every(lambda a: a / lr):
+        return (
+            f"yours is the reference times the learning rate ({lr:g}): Backward returns the "
+            "gradient itself; training multiplies it by the learning rate, once."
+        )
+    if (
+        len(y) == 1
+        and y[0].shape[-1] == 4
+        and np.allclose(y[0][:, COLUMN_MAJOR], r[0], rtol=1e-6, atol=1e-12)
+    ):
+        return (
+            "yours is the reference with its 2nd and 3rd columns swapped: your samples are "
+            "flattened column by column (x.flatten('F'), x.T, or reshape with order='F'); the "
+            "notebook's x.flatten() and X.reshape(-1, 4) go row by row: 56, 231, 24, 1."
+        )
     return None
+
+
+def softmax_rows(Z):
+    e = np.exp(Z - np.max(Z, axis=1, keepdims=True))
+    return e / np.sum(e, axis=1, keepdims=True)
+
+
+def rounded_agreement(losses, units, ref):
+    """True when every printed loss equals the reference to the digits it shows (losses
+    printed with fewer digits, like f'{loss:.4f}', are right when they round the same)."""
+    if units is None or not any(u is not None for u in units) or len(losses) != len(ref):
+        return False
+    for v, u, b in zip(losses, units, ref):
+        tol = 0.5 * u * (1 + 1e-9) if u is not None else RTOL * abs(b)
+        if not abs(v - b) <= tol + 1e-300:
+            return False
+    return True
+
+
+def rounding_words(units):
+    finest = min(u for u in units if u is not None)
+    return f"{finest:g}" if finest < 1e-3 or finest >= 1 else f"{round(-np.log10(finest))} decimals"
 
 
 class Grader:
     """The five tests of one exercise, from the student's step records and the reference."""
 
-    def __init__(self, svc, net, ref, records, stopped, m, seed, epochs):
+    def __init__(self, svc, net, ref, records, stopped, data, seed, epochs):
         self.svc, self.net, self.ref = svc, net, ref
-        self.records, self.stopped, self.m = records, stopped, m
+        self.records, self.stopped = records, stopped
+        self.X, self.Y = data
+        self.m = len(self.X)
         self.seed, self.epochs = seed, epochs
+        found = self.end_record(f"{net.key}.found")
+        self.found = found.get("value") if found and found.get("ok") else None
+        if self.found:
+            net.attrs = self.found["attrs"]
+
+    def end_record(self, name):
+        ends = [r for r in self.records if r.get("step") == name and r.get("event") == "end"]
+        return ends[-1] if ends else None
 
     def record(self, step):
         """The student's answer for one step, or the sentence that says why there is none."""
-        name = f"{self.net.cls}.{step}"
+        name = f"{self.net.key}.{step}"
         starts = [r for r in self.records if r.get("step") == name and r.get("event") == "start"]
-        ends = [r for r in self.records if r.get("step") == name and r.get("event") == "end"]
-        if ends:
-            r = ends[-1]
+        r = self.end_record(name)
+        if r is not None:
             if r["ok"]:
                 return r["value"], None
             where = r.get("where") or []
@@ -416,9 +489,7 @@ class Grader:
                 if where:
                     text += " (" + "; ".join(where) + ")"
             return None, text
-        load = next(
-            (r for r in self.records if r.get("step") == "load" and r.get("event") == "end"), None
-        )
+        load = self.end_record("load")
         if load is not None and not load["ok"]:
             where = "; ".join(load.get("where") or [])
             return None, f"your file failed to load: {load['error']}" + (
@@ -432,6 +503,11 @@ class Grader:
         if self.stopped and running:
             return None, f"not run: {self.stopped} (it was running {running})"
         return None, self.stopped or "not run"
+
+    def attempted(self):
+        """False when the submission defines no class for this exercise (and loaded)."""
+        found = self.end_record(f"{self.net.key}.found")
+        return not (found is not None and not found.get("ok"))
 
     def name_weight(self, k, i, j):
         return f"self.{self.net.attrs[k]}[{i}][{j}]"
@@ -456,35 +532,53 @@ class Grader:
         value, err = self.record("__init__")
         if err:
             return False, [err]
+        weights = value["weights"]
         ref = self.ref["weights"]["initial"]
-        res = self.svc.check(self.ref["sessions"]["initial"], {"weights": value, "rtol": RTOL})
+        res = self.svc.check(self.ref["sessions"]["initial"], {"weights": weights, "rtol": RTOL})
         item = res["items"]["weights"]
-        if item["pass"]:
-            return True, [
-                f"Your weights equal np.random.seed({self.seed}); np.random.rand(out, in)."
+        lr = value.get("learning_rate")
+        lr_note = []
+        if lr is not None and lr != LEARNING_RATE:
+            lr_note = [
+                f"Note: self.learning_rate is {lr:g}; the notebook's is {LEARNING_RATE:g}, and the "
+                "training test expects the notebook's."
             ]
+        names = ", ".join(f"self.{a}" for a in self.net.attrs)
+        if item["pass"]:
+            return (
+                True,
+                [
+                    f"Your {names} equal np.random.seed({self.seed}) then np.random.rand(out, in)"
+                    + (" per layer, in order." if len(ref) > 1 else ".")
+                ]
+                + lr_note,
+            )
         lines = [
-            "Your weights after __init__ differ from np.random.seed"
-            f"({self.seed}); np.random.rand(out, in):",
-            describe_item(item, lambda i: self.name_weight(*i), value, ref),
+            f"Your weights after np.random.seed({self.seed}); {self.net.cls}() differ from "
+            "np.random.rand(out, in):",
+            describe_item(item, lambda i: self.name_weight(*i), weights, ref),
         ]
-        shapes = [np.shape(w) for w in value] if isinstance(value, list) else []
+        shapes = [np.shape(w) for w in weights] if isinstance(weights, list) else []
         want = [tuple(np.shape(w)) for w in ref]
         if len(shapes) == len(want) and all(s == w[::-1] != w for s, w in zip(shapes, want)):
             lines.append(
                 "Hint: your weights are transposed. The course stores each layer's weights as "
                 f"(out, in), here {', '.join(str(w) for w in want)}: "
                 + "; ".join(f"self.{a} = np.random.rand{w}" for a, w in zip(self.net.attrs, want))
-                + ", and a layer computes W @ x."
+                + ", and a layer computes np.matmul(W, x.flatten())."
             )
-        elif len(value) == 2 and all(np.shape(a) == np.shape(b) for a, b in zip(value, ref)):
+        elif len(weights) == 2 and all(np.shape(a) == np.shape(b) for a, b in zip(weights, ref)):
             lines.append(
-                "Hint: call np.random.seed(seed) once, then draw W1 and then W2 from the same "
-                "stream, in that order."
+                "Hint: draw W_l1 and then W_l2 from the one stream np.random.seed(S) started, "
+                "in that order, without seeding again in between."
             )
         else:
-            lines.append("Hint: call np.random.seed(seed) right before drawing the weights.")
-        return False, lines
+            lines.append(
+                "Hint: __init__ draws the weights with np.random.rand(out, in) and does not seed "
+                "the generator itself: the grader calls np.random.seed(S) right before "
+                f"{self.net.cls}()."
+            )
+        return False, lines + lr_note
 
     def test_forward(self):
         value, err = self.record("Forward")
@@ -498,7 +592,7 @@ class Grader:
             if bad is not None:
                 passed = False
                 lines.append(
-                    f"Forward {self.point_words(point)}: Forward(x[{bad[0]}]) gives "
+                    f"Forward {self.point_words(point)}: the probabilities of sample {bad[0]} are "
                     f"{at(rows, bad)} at index {bad[1:]}. Hint: np.exp overflows for logits "
                     "this large; subtract np.max(z) from z before the exp (softmax does not "
                     "change)."
@@ -515,28 +609,27 @@ class Grader:
             lines.append(
                 f"Forward {self.point_words(point)}: "
                 + describe_item(
-                    item, lambda i: f"Forward(x[{i[0]}])[{i[1]}]", rows, ref["probabilities"]
+                    item, lambda i: f"Forward(X)[{i[0]}][{i[1]}]", rows, ref["probabilities"]
                 )
             )
-            if item["rel_error"] is None:
-                lines.append(
-                    "Hint: Forward(x) takes one sample and returns its "
-                    f"{len(ref['probabilities'][0])} class probabilities, "
-                    "softmax(W @ x.flatten())."
-                )
-                continue
             sums = np.sum(np.asarray(rows), axis=1)
             yours_cls = [int(c) for c in np.argmax(np.asarray(rows), axis=1)]
             if not np.allclose(sums, 1.0, atol=1e-9):
                 i = int(np.argmax(np.abs(sums - 1.0)))
                 lines.append(
-                    f"Hint: your probabilities for x[{i}] sum to {fmt(sums[i])}, not 1: softmax "
-                    "divides exp(z) by its sum over the classes."
+                    f"Hint: your probabilities for sample {i} sum to {fmt(sums[i])}, not 1: "
+                    "softmax divides exp(z) by its sum over the classes."
+                )
+            elif self.column_major_forward(rows, point):
+                lines.append(
+                    "Hint: these are the probabilities of samples flattened column by column "
+                    "(x.flatten('F') or x.T.flatten()); the notebook's x.flatten() goes row by "
+                    "row: 56, 231, 24, 1."
                 )
             elif point == "mixed" and len(self.net.attrs) > 1:
                 lines.append(
                     "Hint: right where every hidden input is positive, wrong where some are "
-                    "negative: apply ReLU, np.maximum(0, W1 @ x), before the second layer."
+                    "negative: apply ReLU, np.maximum(0, W_l1 @ x), before the second layer."
                 )
             if yours_cls != ref["classes"]:
                 lines.append(
@@ -549,7 +642,21 @@ class Grader:
             )
         return passed, lines
 
-    def test_get_loss(self):
+    def column_major_forward(self, rows, point):
+        """Whether `rows` are the network's probabilities on column-major flattened samples."""
+        x = np.asarray(self.X, dtype=float)
+        a = x.transpose(0, 2, 1).reshape(len(x), -1)
+        ws = [np.asarray(w) for w in self.ref["weights"][point]]
+        for k, w in enumerate(ws):
+            a = a @ w.T
+            if k < len(ws) - 1:
+                a = np.maximum(a, 0)
+        try:
+            return np.allclose(np.asarray(rows), softmax_rows(a), rtol=1e-6, atol=1e-12)
+        except ValueError:
+            return False
+
+    def test_get_loss(self, failed):
         value, err = self.record("getLoss")
         if err:
             return False, [err] + self.error_hint(err)
@@ -583,6 +690,11 @@ class Grader:
             lines.append(
                 "Hint: a cross-entropy is never negative: -sum(y * log(p)), mind the sign."
             )
+        elif "Forward" in failed:
+            lines.append(
+                "Hint: Forward fails above, and getLoss uses it (the notebook's getLoss is "
+                "self.Loss(self.Forward(X), Y)): fix it first."
+            )
         return False, lines
 
     def test_backward(self):
@@ -613,7 +725,9 @@ class Grader:
                 f"Backward {self.point_words(point)}: "
                 + describe_item(item, self.name_grad, {"weights": grads}, {"weights": ref})
             )
-            hint = ratio_hint(grads, ref, self.m) if isinstance(grads, list) else None
+            hint = (
+                ratio_hint(grads, ref, self.m, LEARNING_RATE) if isinstance(grads, list) else None
+            )
             if hint is None and point == "mixed":
                 hint = self.relu_hint(grads, ref, ok.get("initial"))
             if hint is None and item["rel_error"] is not None and len(ref) > 1:
@@ -625,8 +739,8 @@ class Grader:
                 if right:
                     hint = (
                         f"{', '.join(right)} {'is' if len(right) == 1 else 'are'} right: the "
-                        "mistake is in the backward pass below them (dH = (P - Y) @ W2, then "
-                        "the ReLU derivative, then dW1 = dZ1^T X)."
+                        "mistake is in the backward pass below them (dH = (Y_hat - Y) @ W_l2, "
+                        "then the ReLU derivative, then dW1 = dZ1^T X)."
                     )
             if hint and "Hint: " + hint not in lines:
                 lines.append("Hint: " + hint)
@@ -652,7 +766,7 @@ class Grader:
             return (
                 f"here {off} of {z.size} hidden pre-activations Z1 are <= 0, and your dW1 "
                 "equals the gradient with the ReLU derivative left out: multiply dH by "
-                "(Z1 > 0) before dW1 = dZ1^T X."
+                "dReLU(Z1), that is (Z1 > 0), before dW1 = dZ1^T X."
             )
         if passed_initial:
             return (
@@ -665,26 +779,37 @@ class Grader:
         value, err = self.record("training")
         if err:
             return False, [err] + self.error_hint(err)
-        losses, weights = value["loss"], value["weights"]
+        losses, weights, units = value["loss"], value["weights"], value.get("units")
         ref = self.ref["history"]
         lines = []
         bad = first_non_finite(losses) if losses else None
         if bad is not None:
-            return False, [
+            lines = [
                 f"Your loss after update {bad[0] + 1} is {losses[bad[0]]}: every loss must be a "
                 "finite number (see the getLoss test)."
             ]
+            if failed:
+                lines.append(self.failed_hint(failed))
+            return False, lines
         body = {"loss": losses, "rtol": RTOL}
         if all(w is not None for w in weights) and first_non_finite_any(weights) is None:
             body["weights"] = weights
         res = self.svc.check(self.ref["sessions"]["trained"], body)
         loss_item = res["items"]["loss"]
         w_item = res["items"].get("weights")
-        if loss_item["pass"] and w_item is not None and w_item["pass"]:
-            return True, [
+        rounded = not loss_item["pass"] and rounded_agreement(losses, units, ref)
+        loss_ok = loss_item["pass"] or rounded
+        if loss_ok and w_item is not None and w_item["pass"]:
+            words = [
                 f"Your {self.epochs} losses and your weights after training match the reference."
             ]
-        if not loss_item["pass"]:
+            if rounded:
+                words.append(
+                    f"(Your losses are printed rounded, to {rounding_words(units)}; they agree "
+                    "with the reference to every digit shown.)"
+                )
+            return True, words
+        if not loss_ok:
             if len(losses) != len(ref):
                 lines.append(
                     f"training gave {len(losses)} losses; the reference has {len(ref)}, one after "
@@ -700,33 +825,9 @@ class Grader:
                     f"It first differs after update {k + 1}: yours {fmt(losses[k])}, reference "
                     f"{fmt(ref[k])}."
                 )
-                decimals = value.get("decimals")
-                if decimals is not None and np.all(
-                    np.abs(np.subtract(losses, ref)) <= 0.5001 * 10.0**-decimals
-                ):
-                    lines.append(
-                        f"Hint: your printed losses are rounded to {decimals} decimals; print the "
-                        "full value "
-                        "(f'iteration: {k}, loss: {loss}') or return the list of losses."
-                    )
-                elif np.allclose(losses[1:], ref[:-1], rtol=1e-6):
-                    lines.append(
-                        "Hint: yours is the reference shifted by one: you record the loss before "
-                        "each update; entry k is the loss after update k."
-                    )
-                elif failed:
-                    them = " and ".join(failed)
-                    lines.append(
-                        f"Hint: {them} {'fails' if len(failed) == 1 else 'fail'} above, and "
-                        f"training uses {'it' if len(failed) == 1 else 'them'}: fix "
-                        f"{'it' if len(failed) == 1 else 'them'} first."
-                    )
-                elif k == 0:
-                    lines.append(
-                        f"Hint: the first update already differs: W -= lr * dW with the lr "
-                        f"passed to training (here {LEARNING_RATE}), once per epoch, all samples "
-                        "at once."
-                    )
+                hint = self.training_hint(losses, ref, failed, value.get("learning_rate"), k)
+                if hint:
+                    lines.append("Hint: " + hint)
         if w_item is None:
             lines.append(
                 "After training, your network has no weights "
@@ -740,12 +841,58 @@ class Grader:
                     w_item, lambda i: self.name_weight(*i), weights, self.ref["weights"]["trained"]
                 )
             )
-            if loss_item["pass"]:
+            if loss_ok:
                 lines.append(
                     "Hint: your losses are right but your weights are not: does training "
-                    "update self's weights in place (W -= lr * dW), not a copy?"
+                    "update self's weights (self.W_l1 = self.W_l1 - dW * self.learning_rate), "
+                    "not a copy?"
                 )
         return False, lines
+
+    def training_hint(self, losses, ref, failed, lr, k):
+        if np.allclose(losses[1:], ref[:-1], rtol=1e-6):
+            return (
+                "yours is the reference shifted by one: you print the loss before each "
+                "update; line k is the loss after update k."
+            )
+        if lr is not None and lr != LEARNING_RATE:
+            return (
+                f"self.learning_rate is {lr:g}; the notebook's is {LEARNING_RATE:g} "
+                "(self.learning_rate = 0.0001 in __init__)."
+            )
+        for factor, words in [
+            (
+                2.0,
+                "the update is applied twice per epoch (once in Backward, once in training?): "
+                "W_l1 changes by twice learning_rate * dW",
+            ),
+            (
+                LEARNING_RATE,
+                "the learning rate is applied twice: the weights move by "
+                "learning_rate^2 * dW; multiply by it once, in training",
+            ),
+        ]:
+            rate = LEARNING_RATE * factor
+            other = history_at(self.svc, self.net, self.seed, self.epochs, rate)
+            if np.allclose(losses, other, rtol=1e-6):
+                return f"your history is the reference's at learning rate {rate:g}: {words}."
+        if failed:
+            return self.failed_hint(failed)[len("Hint: ") :]
+        if k == 0:
+            return (
+                f"the first update already differs: W_l1 = W_l1 - dW * learning_rate with the "
+                f"notebook's rate ({LEARNING_RATE:g}), once per epoch, all samples at once."
+            )
+        return None
+
+    @staticmethod
+    def failed_hint(failed):
+        them = " and ".join(failed)
+        one = len(failed) == 1
+        return (
+            f"Hint: {them} {'fails' if one else 'fail'} above, and training uses "
+            f"{'it' if one else 'them'}: fix {'it' if one else 'them'} first."
+        )
 
     def error_hint(self, err):
         """A hint for a method that raised, from the exception's text."""
@@ -766,11 +913,22 @@ class Grader:
                 "Hint: before this method the grader sets "
                 + ", ".join(f"self.{a}" for a in self.net.attrs)
                 + f" to the reference's weights, of shapes {', '.join(str(s) for s in shapes)} "
-                "(out, in); your code seems to expect other shapes. A layer computes W @ x."
+                "(out, in); your code seems to expect other shapes. A layer computes "
+                "np.matmul(W, x.flatten())."
             ]
         return []
 
     def grade(self):
+        if not self.net.required and not self.attempted():
+            return [
+                {
+                    "name": f"{self.net.cls} (optional two-layer exercise, extra credit)",
+                    "score": 0,
+                    "max_score": 0,
+                    "output": "Not attempted: your submission defines no NN_2layer class. The "
+                    "two-layer exercise is optional; leaving it out costs nothing.",
+                }
+            ]
         tests, failed = [], []
         for step, points in TESTS:
             try:
@@ -779,7 +937,7 @@ class Grader:
                 elif step == "Forward":
                     passed, lines = self.test_forward()
                 elif step == "getLoss":
-                    passed, lines = self.test_get_loss()
+                    passed, lines = self.test_get_loss(failed)
                 elif step == "Backward":
                     passed, lines = self.test_backward()
                 else:
@@ -795,20 +953,27 @@ class Grader:
                 traceback.print_exc()
                 passed, lines = False, [
                     f"The grader could not read your {step}'s answer ({type(e).__name__}); "
-                    "check that it returns what the README asks for, or ask the staff."
+                    "check that it returns what the notebook's skeleton asks for, or ask the "
+                    "staff."
                 ]
             if not passed:
                 failed.append(step)
+            name = f"{self.net.cls}.{step}"
+            if not self.net.required:
+                name += " (extra credit)"
             tests.append(
                 {
-                    "name": f"{self.net.cls}.{step}",
+                    "name": name,
                     "score": points if passed else 0,
-                    "max_score": points,
+                    # Extra credit: points beyond the required total (Gradescope's convention).
+                    "max_score": points if self.net.required else 0,
                     "status": "passed" if passed else "failed",
                     # The same hint can come from two weights; say it once.
                     "output": "\n".join(dict.fromkeys(lines)),
                 }
             )
+        if self.found and self.found["class"] != self.net.cls:
+            tests[0]["output"] += f"\n(Graded your class {self.found['class']}.)"
         return tests
 
 
@@ -829,6 +994,22 @@ def first_difference(yours, ref):
     return int(np.argmax(far)) if far.any() else 0
 
 
+def load_notes(records):
+    """What the summary says about running the file: cells that raised, a file that failed."""
+    load = next((r for r in records if r.get("step") == "load" and r.get("event") == "end"), None)
+    if load is None or not load.get("ok"):
+        return []
+    notes = []
+    for c in (load.get("value") or {}).get("failed_cells", []):
+        where = "; ".join(c.get("where") or [])
+        notes.append(
+            f"code cell {c['cell']} raised {c['error']}"
+            + (f" ({where})" if where else "")
+            + "; the cells after it still ran."
+        )
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -842,7 +1023,7 @@ def grade(submission, url, token=None, seed=0, epochs=100, time_limit=30.0):
         data = svc.call("GET", f"/datasets/{DATASET}")
         n_classes = len(data["class_names"])
         y = one_hot(data["y"], n_classes)
-        refs = {net.cls: reference(svc, net, seed, epochs, data["x"]) for net in NETS}
+        refs = {net.key: reference(svc, net, seed, epochs, data["x"]) for net in NETS}
         job = {
             "seed": seed,
             "epochs": epochs,
@@ -851,10 +1032,11 @@ def grade(submission, url, token=None, seed=0, epochs=100, time_limit=30.0):
             "y": y.tolist(),
             "nets": [
                 {
+                    "key": n.key,
                     "class": n.cls,
-                    "sizes": n.sizes,
-                    "attrs": n.attrs,
-                    "weights": refs[n.cls]["weights"],
+                    "layers": len(n.layers) - 1,
+                    "weights": refs[n.key]["weights"],
+                    "probabilities": refs[n.key]["probabilities"],
                 }
                 for n in NETS
             ],
@@ -862,16 +1044,29 @@ def grade(submission, url, token=None, seed=0, epochs=100, time_limit=30.0):
         run = run_student(submission, job, time_limit)
         stopped = why_stopped(run, time_limit)
         tests = []
+        x = np.asarray(data["x"], dtype=float)
         for net in NETS:
-            grader = Grader(svc, net, refs[net.cls], run["records"], stopped, len(y), seed, epochs)
+            grader = Grader(svc, net, refs[net.key], run["records"], stopped, (x, y), seed, epochs)
             tests += grader.grade()
     finally:
         left = svc.close()
     if left:
         raise ServiceError(f"could not delete sessions {left}")
+    required = [t for t in tests if t["max_score"] > 0]
+    extra = [t for t in tests if t["max_score"] == 0]
     score = sum(t["score"] for t in tests)
-    total = sum(t["max_score"] for t in tests)
-    summary = f"{score:g} of {total:g} points."
+    total = sum(t["max_score"] for t in required)
+    summary = f"{sum(t['score'] for t in required):g} of {total:g} points on the required part."
+    if any(t.get("status") for t in extra):
+        earned = sum(t["score"] for t in extra)
+        summary += (
+            f" Extra credit (the two-layer exercise): {earned:g} of {sum(p for _, p in TESTS):g}."
+        )
+    else:
+        summary += " The optional two-layer exercise: not attempted (no points lost)."
+    notes = load_notes(run["records"])
+    if notes:
+        summary += " Note: " + " ".join(notes)
     if stopped:
         summary += f" Note: {stopped}."
     return {
@@ -883,6 +1078,9 @@ def grade(submission, url, token=None, seed=0, epochs=100, time_limit=30.0):
             "seed": seed,
             "epochs": epochs,
             "student_seconds": round(run["seconds"], 3),
+            "required_score": sum(t["score"] for t in required),
+            "required_max": total,
+            "extra_credit": sum(t["score"] for t in extra),
         },
         "tests": tests,
     }
@@ -890,7 +1088,7 @@ def grade(submission, url, token=None, seed=0, epochs=100, time_limit=30.0):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("submission", help="the student's Python file")
+    p.add_argument("submission", help="the student's notebook (.ipynb) or Python file (.py)")
     p.add_argument("--server", default=os.environ.get("BACKPROP_URL", "http://127.0.0.1:8080"))
     p.add_argument("--token", default=os.environ.get("BACKPROP_TOKEN"))
     p.add_argument("--seed", type=int, default=0, help="np.random.seed for the weights (default 0)")

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::wire::{ParseLimits, with_limits};
+use super::words;
 use crate::error::{ApiError, ApiResult};
 
 /// Bodies above this size are parsed on a blocking worker, not on the async runtime.
@@ -124,16 +125,15 @@ fn classify(e: &serde_json::Error, path: &str) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => {
-            let at = if path == "." {
-                String::new()
-            } else {
-                format!("{path}: ")
-            };
-            ApiError::InvalidRequest(format!("{at}{e}"))
+            // serde's message without serde_json's position: the path says where.
+            let text = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let message = text.strip_suffix(&suffix).unwrap_or(&text);
+            ApiError::InvalidRequest(words::data_error(message, path))
         }
-        Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(format!(
-            "the body is not valid JSON: {e} (numbers must fit an IEEE f64; no NaN or Infinity)"
-        )),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::InvalidJson(words::syntax_error(e))
+        }
     }
 }
 
@@ -160,18 +160,38 @@ impl QueryParams {
             .map(|(_, v)| v.as_str())
     }
 
-    /// An integer parameter in `min..=max`: not an integer is 400, out of range 422.
+    /// An integer parameter in `min..=max`: not an integer is 400, out of range 422. As in
+    /// bodies, an integer is any JSON number whose value is whole (`5`, `5.0`, `5e0`).
     pub fn int(&self, name: &str, min: u64, max: u64) -> ApiResult<Option<u64>> {
         let Some(raw) = self.get(name) else {
             return Ok(None);
         };
-        let digits = raw.strip_prefix('-').unwrap_or(raw);
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::InvalidRequest(format!(
+        let not_an_integer = || {
+            ApiError::InvalidRequest(format!(
                 "{name}={raw:?} is not an integer; {name} takes an integer from {min} to {max}"
-            )));
-        }
-        match raw.parse::<u64>() {
+            ))
+        };
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        let value: i128 = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            // Exactly, however long: past i128 is simply out of range.
+            raw.parse::<i128>().unwrap_or(if raw.starts_with('-') {
+                i128::MIN
+            } else {
+                i128::MAX
+            })
+        } else {
+            // JSON's number grammar, nothing else: no "inf", "NaN", "+5" or spaces.
+            match serde_json::from_str::<serde_json::Value>(raw) {
+                Ok(serde_json::Value::Number(n)) if raw.trim() == raw => {
+                    match n.as_f64().filter(|v| v.fract() == 0.0) {
+                        Some(v) => v as i128,
+                        None => return Err(not_an_integer()),
+                    }
+                }
+                _ => return Err(not_an_integer()),
+            }
+        };
+        match u64::try_from(value) {
             Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
             _ => Err(ApiError::InvalidValue(format!(
                 "{name}={raw} is out of range; {name} takes an integer from {min} to {max}"

@@ -8,6 +8,7 @@ mod health;
 mod sessions;
 mod training;
 mod wire;
+mod words;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -17,7 +17,8 @@ use super::AppState;
 use super::datasets::unknown_builtin;
 use super::extract::{ApiJson, QueryParams};
 use super::wire::{
-    ActivationWire, Int, LabelsWire, Matrices, MethodWire, ReductionWire, Samples, Vectors,
+    ActivationWire, Int, LabelsWire, Matrices, MethodWire, Object, ReductionWire, Samples, Vectors,
+    bare_sample_hint,
 };
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
@@ -52,7 +53,7 @@ struct CreateRequest {
     learning_rate: Option<f64>,
     grad_reduction: Option<ReductionWire>,
     bias: Option<bool>,
-    init: Option<InitWire>,
+    init: Option<Object<InitWire>>,
 }
 
 impl CreateRequest {
@@ -70,7 +71,7 @@ impl CreateRequest {
             None => Init::NumpyRand {
                 seed: random_seed(),
             },
-            Some(w) => init_from_wire(w)?,
+            Some(Object(w)) => init_from_wire(w)?,
         };
         Ok((config, init))
     }
@@ -287,6 +288,9 @@ pub fn inline_dataset(
 ) -> ApiResult<Dataset> {
     let samples = x.0?;
     check_sample_count(state, samples.len())?;
+    if let Some(hint) = bare_sample_hint(&samples, n_in) {
+        return Err(hint.into());
+    }
     Ok(Dataset::new(samples, y.0?, n_in, n_out)?)
 }
 

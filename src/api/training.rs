@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::extract::{ApiJson, OptionalJson, QueryParams};
 use super::sessions::{check_sample_count, inline_dataset};
-use super::wire::{Int, LabelsWire, Matrices, Rows, Samples, Vectors};
+use super::wire::{
+    Int, LabelsWire, Matrices, Rows, Samples, Vectors, bare_sample_hint, python_repr,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{self, Control, Dataset, TrainStatus, Trainer};
 use crate::store::Session;
@@ -156,6 +158,13 @@ async fn train(
     Ok(Json(response))
 }
 
+#[derive(PartialEq)]
+enum LossFormat {
+    Json,
+    Csv,
+    Text,
+}
+
 #[derive(Serialize)]
 struct LossPage<'a> {
     initial_loss: Option<f64>,
@@ -170,12 +179,14 @@ async fn loss(
     q: QueryParams,
 ) -> ApiResult<Response> {
     let entry = state.store().get(&id)?;
-    let csv = match q.get("format") {
-        None | Some("json") => false,
-        Some("csv") => true,
+    let format = match q.get("format") {
+        None | Some("json") => LossFormat::Json,
+        Some("csv") => LossFormat::Csv,
+        Some("text") => LossFormat::Text,
         Some(other) => {
             return Err(ApiError::InvalidRequest(format!(
-                "format={other:?} is not a format; use format=json (the default) or format=csv"
+                "format={other:?} is not a format; use format=json (the default), format=csv \
+                 or format=text (the notebook's own lines)"
             )));
         }
     };
@@ -190,7 +201,20 @@ async fn loss(
         .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
         .min(s.history.len());
     let page = &s.history[start..end];
-    if csv {
+    if format == LossFormat::Text {
+        // The notebook's `print(f'iteration: {iterations+1}, loss: {...}')`, and f'{x}' of a
+        // float is Python's repr.
+        let mut out = String::with_capacity(page.len() * 48);
+        for (i, v) in page.iter().enumerate() {
+            out.push_str(&format!(
+                "iteration: {}, loss: {}\n",
+                start + i + 1,
+                python_repr(*v)
+            ));
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response());
+    }
+    if format == LossFormat::Csv {
         let mut out = String::with_capacity(16 + page.len() * 24);
         out.push_str("epoch,loss\n");
         for (i, v) in page.iter().enumerate() {
@@ -256,6 +280,9 @@ async fn predict(
             None => {
                 let samples = x.0?;
                 check_sample_count(&st, samples.len())?;
+                if let Some(hint) = bare_sample_hint(&samples, n_in) {
+                    return Err(hint.into());
+                }
                 let x = samples.into_matrix(n_in)?;
                 nn::predict(&s.net, &x, None)?
             }

@@ -172,12 +172,14 @@ impl<'de> Deserialize<'de> for LabelEntry {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<LabelEntry, E> {
                 Ok(LabelEntry::Index(v))
             }
-            // An integer literal past 64 bits arrives as a float: a class out of range (422).
+            // A whole number is an integer, as JSON Schema counts them (`2.0`, `2e0`); past
+            // i64 it saturates, a class out of range (422). `0.5` is the wrong form (400).
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<LabelEntry, E> {
-                if v.fract() == 0.0 && v.abs() >= 18_446_744_073_709_551_616.0 {
-                    Ok(LabelEntry::Index(if v > 0.0 { i64::MAX } else { i64::MIN }))
-                } else {
-                    Err(E::invalid_type(de::Unexpected::Float(v), &self))
+                match whole(v) {
+                    Some(c) => Ok(LabelEntry::Index(
+                        c.clamp(i64::MIN.into(), i64::MAX.into()) as i64
+                    )),
+                    None => Err(E::invalid_type(de::Unexpected::Float(v), &self)),
                 }
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LabelEntry, A::Error> {
@@ -281,11 +283,19 @@ impl Serialize for Vectors<'_> {
     }
 }
 
-/// An integer as written: any JSON integer literal, held wide so that a huge one is a value
-/// out of range (422), while `4.0`, `1e12` or `"4"` is the wrong form (400), as the contract
-/// says. serde_json's own i128 parsing calls a float a syntax error, hence this type.
+/// An integer as JSON Schema counts them: any JSON number whose value is whole (`4`, `4.0`,
+/// `4e0`), held wide so that a huge one (`1e12`, or a literal past 64 bits, which serde_json
+/// hands over as a float) is a value out of range (422), while `4.5` or `"4"` is the wrong
+/// form (400), as the contract says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Int(pub i128);
+
+/// The integer a finite whole float spells (saturating past i128), or `None`.
+fn whole(v: f64) -> Option<i128> {
+    // `as` saturates, and every f64 beyond 2^53 is whole, so nothing is lost that matters:
+    // such a number is out of every range this API has.
+    (v.is_finite() && v.fract() == 0.0).then_some(v as i128)
+}
 
 impl<'de> Deserialize<'de> for Int {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -293,7 +303,7 @@ impl<'de> Deserialize<'de> for Int {
         impl Visitor<'_> for V {
             type Value = Int;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an integer literal like 4 (not 4.0 or \"4\")")
+                f.write_str("an integer, like 4")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
                 Ok(Int(i128::from(v)))
@@ -301,26 +311,93 @@ impl<'de> Deserialize<'de> for Int {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
                 Ok(Int(i128::from(v)))
             }
-            // serde_json hands an integer literal past 64 bits over as a float; it is still an
-            // integer, just out of every range. Smaller floats (4.0, 1e12) are the wrong form.
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Int, E> {
-                if v.fract() == 0.0 && v.abs() >= 18_446_744_073_709_551_616.0 {
-                    Ok(Int(if v > 0.0 { i128::MAX } else { i128::MIN }))
-                } else {
-                    Err(E::invalid_type(de::Unexpected::Float(v), &self))
-                }
+                whole(v)
+                    .map(Int)
+                    .ok_or_else(|| E::invalid_type(de::Unexpected::Float(v), &self))
             }
         }
         d.deserialize_any(V)
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActivationWire {
-    Relu,
-    Sigmoid,
-    Tanh,
+/// A nested object of the request (`init`, check's `gradients`, import's `dataset`), read only
+/// from a JSON object. serde's derived structs also read a JSON array by position
+/// (`"init": ["numpy_rand", 0]`), which the contract refuses.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object, {\"name\": value, ...}")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(Object)
+    }
+}
+
+/// A string-valued enum of the API: `words! { pub enum Name { Variant = "word", ... } }`.
+/// serde's derived enums answer a number where the word goes with a *syntax* error from
+/// serde_json ("expected value"), which would be a 400 `invalid_json`; these are read as
+/// strings, so `"activation": 5` is the wrong form, and the detail lists the words.
+macro_rules! words {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $($variant),+
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl ::serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut ::std::fmt::Formatter) -> ::std::fmt::Result {
+                        $crate::api::wire::one_of(f, &[$($word),+])
+                    }
+                    fn visit_str<E: ::serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        match s {
+                            $($word => Ok($name::$variant),)+
+                            _ => Err(E::invalid_value(::serde::de::Unexpected::Str(s), &self)),
+                        }
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+pub(crate) use words;
+
+/// `one of "relu", "sigmoid", "tanh"` (or `"word"` when there is one).
+pub fn one_of(f: &mut fmt::Formatter, words: &[&str]) -> fmt::Result {
+    if let [only] = words {
+        return write!(f, "{only:?}");
+    }
+    f.write_str("one of ")?;
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{w:?}")?;
+    }
+    Ok(())
+}
+
+words! {
+    pub enum ActivationWire {
+        Relu = "relu",
+        Sigmoid = "sigmoid",
+        Tanh = "tanh",
+    }
 }
 
 impl From<ActivationWire> for crate::nn::Activation {
@@ -333,11 +410,11 @@ impl From<ActivationWire> for crate::nn::Activation {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReductionWire {
-    Sum,
-    Mean,
+words! {
+    pub enum ReductionWire {
+        Sum = "sum",
+        Mean = "mean",
+    }
 }
 
 impl From<ReductionWire> for crate::nn::GradReduction {
@@ -349,11 +426,141 @@ impl From<ReductionWire> for crate::nn::GradReduction {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MethodWire {
-    NumpyRand,
-    Xavier,
-    He,
-    Explicit,
+words! {
+    pub enum MethodWire {
+        NumpyRand = "numpy_rand",
+        Xavier = "xavier",
+        He = "he",
+        Explicit = "explicit",
+    }
+}
+
+/// Python's `repr` of a float, which is what the notebook prints (`f'{loss}'`): the shortest
+/// digits that read back to the same double, written positionally when the decimal exponent
+/// is from -4 to 15 (`0.0001`, `1000000000000000.0`, always with a point) and otherwise as
+/// `d.ddde±XX` with at least two exponent digits (`1e-05`, `5e-324`, `1e+16`).
+pub fn python_repr(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    // Rust's `{:e}` gives the same shortest round-trip digits: "-1.2345e-5", "5e-324".
+    let sci = format!("{:e}", v.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if v < 0.0 { "-" } else { "" };
+    // The point sits after `point` digits: 1e16 has point 17, 0.0001 has -3.
+    let point = exp + 1;
+    let n = digits.len() as i32;
+    let body = if (-3..=16).contains(&point) {
+        if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point >= n {
+            format!("{digits}{}.0", "0".repeat((point - n) as usize))
+        } else {
+            let (int, frac) = digits.split_at(point as usize);
+            format!("{int}.{frac}")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { "" } else { "." };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        format!("{first}{dot}{rest}e{exp_sign}{:02}", exp.abs())
+    };
+    format!("{sign}{body}")
+}
+
+/// `Some(problem)` when `x` looks like one sample sent without its enclosing list: its
+/// "samples" together hold exactly the input layer's `n_in` values
+/// (`{"x": [[56, 231], [24, 1]]}` for a network taking 4). The detail shows the wrapped form.
+pub fn bare_sample_hint(samples: &SampleSet, n_in: usize) -> Option<NnError> {
+    let width: usize = samples.sample_shape().iter().product();
+    let m = samples.len();
+    if m < 2 || width == n_in || m.checked_mul(width) != Some(n_in) {
+        return None;
+    }
+    // Small enough to print back: rebuild the nesting from the flat values.
+    let example = if n_in <= 16 {
+        let flat = samples.clone().into_matrix(width).ok()?;
+        let mut shape = vec![m];
+        shape.extend_from_slice(samples.sample_shape());
+        let sent = nest(flat.as_slice()?, &shape);
+        format!(" (as {{\"x\": [{sent}]}})")
+    } else {
+        String::new()
+    };
+    let sample = if samples.sample_shape().is_empty() {
+        "a number".to_string()
+    } else {
+        format!("{width} values")
+    };
+    Some(NnError::ShapeMismatch(format!(
+        "x is a list of samples, so this x holds {m} samples of {sample} each, and the input \
+         layer takes {n_in} values per sample; if it is one sample, put it in a list of its \
+         own{example}"
+    )))
+}
+
+/// `values` written as nested JSON lists of `shape` (`[[56, 231], [24, 1]]`).
+fn nest(values: &[f64], shape: &[usize]) -> String {
+    match shape.split_first() {
+        // Whole numbers as the client most likely wrote them: 56, not 56.0.
+        None if values[0].fract() == 0.0 && values[0].abs() < 1e15 => {
+            format!("{}", values[0] as i64)
+        }
+        None => serde_json::to_string(&values[0]).unwrap_or_default(),
+        Some((&len, inner)) => {
+            let step: usize = inner.iter().product();
+            let parts: Vec<String> = (0..len)
+                .map(|i| nest(&values[i * step..(i + 1) * step], inner))
+                .collect();
+            format!("[{}]", parts.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python's own repr of each value, written by `tests/golden/generate.py`.
+    #[test]
+    fn python_repr_matches_python() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/golden/pyrepr.json")).unwrap();
+        let cases = doc["cases"].as_array().unwrap();
+        assert!(cases.len() > 50);
+        for c in cases {
+            let v = c["value"].as_f64().unwrap();
+            assert_eq!(python_repr(v), c["repr"].as_str().unwrap(), "{v:e}");
+            assert_eq!(
+                python_repr(-v),
+                format!("-{}", c["repr"].as_str().unwrap()),
+                "{v:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_sample_is_recognised_and_shown_wrapped() {
+        let mut b = SampleSetBuilder::new(10);
+        for row in [[56.0, 231.0], [24.0, 1.0]] {
+            b.begin_sample();
+            b.open_list();
+            row.iter().for_each(|&v| b.number(v));
+            b.close_list();
+            b.end_sample();
+        }
+        let samples = b.finish().unwrap();
+        let hint = bare_sample_hint(&samples, 4).expect("a hint").to_string();
+        assert!(hint.contains(r#"{"x": [[[56, 231], [24, 1]]]}"#), "{hint}");
+        assert!(bare_sample_hint(&samples, 2).is_none());
+        assert!(bare_sample_hint(&samples, 5).is_none());
+    }
 }

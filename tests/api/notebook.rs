@@ -184,6 +184,7 @@ async fn run_case(app: &TestApp, dataset: &Value, case: &Value) {
     }
 
     check_history_reads(app, name, &id, &run).await;
+    check_printed_lines(app, name, &id, &run, case).await;
 
     let s = app.get(&format!("/sessions/{id}")).await.expect_json(200);
     assert_eq!(
@@ -348,6 +349,107 @@ async fn check_history_reads(app: &TestApp, name: &str, id: &str, run: &Value) {
             "case {name}: offset {offset} past the end"
         );
         assert_eq!(past["total"], n, "case {name}: total at offset {offset}");
+    }
+}
+
+/// `GET /loss?format=text` is the notebook's own output: `iteration: k, loss: v`, `v` as
+/// Python prints the float. Each line's number is the session's history entry bit for bit,
+/// and what the notebook's code printed for the same seed to 1e-9 (exactly the same line
+/// when the two doubles agree).
+async fn check_printed_lines(app: &TestApp, name: &str, id: &str, run: &Value, case: &Value) {
+    let text = app.get(&format!("/sessions/{id}/loss?format=text")).await;
+    text.expect(200);
+    assert!(
+        text.content_type().starts_with("text/plain"),
+        "case {name}: content type {:?}",
+        text.content_type()
+    );
+    let history = floats(&run["loss"]);
+    let lines: Vec<&str> = text.body.lines().collect();
+    assert_eq!(
+        lines.len(),
+        history.len(),
+        "case {name}: lines of {:?}",
+        text.body
+    );
+    assert!(
+        text.body.ends_with('\n'),
+        "case {name}: the last line ends with a newline"
+    );
+    let printed = case["printed"].as_array();
+    for (k, (line, h)) in lines.iter().zip(&history).enumerate() {
+        let prefix = format!("iteration: {}, loss: ", k + 1);
+        let number = line
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("case {name}: line {line:?} does not start {prefix:?}"));
+        let v: f64 = number
+            .parse()
+            .unwrap_or_else(|e| panic!("case {name}: {line:?}: {e}"));
+        assert_eq!(
+            v.to_bits(),
+            h.to_bits(),
+            "case {name}: {line:?} vs history {h:e}"
+        );
+        let Some(printed) = printed else { continue };
+        let theirs = printed[k].as_str().expect("a printed line");
+        let p: f64 = theirs
+            .strip_prefix(&prefix)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("case {name}: the notebook printed {theirs:?}"));
+        if p.to_bits() == v.to_bits() {
+            assert_eq!(*line, theirs, "case {name}: same double, another text");
+        } else {
+            assert!(
+                (p - v).abs() <= RTOL * p.abs().max(v.abs()),
+                "case {name}: {line:?}, the notebook printed {theirs:?}"
+            );
+        }
+    }
+    let page = app
+        .get(&format!(
+            "/sessions/{id}/loss?format=text&offset=98&limit=5"
+        ))
+        .await;
+    assert_eq!(
+        page.expect(200).body,
+        format!("{}\n{}\n", lines[98], lines[99]),
+        "case {name}: a page of text keeps the iteration numbers"
+    );
+}
+
+/// Python's `repr` of floats (written by generate.py into `tests/golden/pyrepr.json`),
+/// through `GET /loss?format=text`: a session imported with those numbers as its history
+/// prints each exactly as Python would (`1e-05`, `5e-324`, `1e+16`, `0.0001`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_text_writes_floats_as_python_does() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/pyrepr.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = doc["cases"].as_array().expect("cases");
+    let app = spawn_app(config()).await;
+    let (id, _) = app.create_session(&json!({"layers": [4, 3]})).await;
+    let mut export = app
+        .get(&format!("/sessions/{id}/export"))
+        .await
+        .expect_json(200);
+    export["loss"] = cases.iter().map(|c| c["value"].clone()).collect();
+    export["initial_loss"] = json!(1.0);
+    let imported = app.post("/sessions/import", &export).await.expect_json(201);
+    let new = imported["id"].as_str().expect("an id");
+    let text = app
+        .get(&format!("/sessions/{new}/loss?format=text"))
+        .await
+        .expect(200)
+        .body
+        .clone();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), cases.len());
+    for (k, (line, c)) in lines.iter().zip(cases).enumerate() {
+        let want = format!(
+            "iteration: {}, loss: {}",
+            k + 1,
+            c["repr"].as_str().unwrap()
+        );
+        assert_eq!(*line, want, "value {}", c["value"]);
     }
 }
 

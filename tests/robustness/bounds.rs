@@ -126,10 +126,10 @@ async fn huge_networks_are_refused_in_milliseconds_and_memory_does_not_move() {
     assert_eq!(session_total(app).await, 0, "a refused network was kept");
 }
 
-/// The contract: integers "accept only integer literals" (`4.0`, `1e12` are the wrong
-/// form, 400), and a number out of range is a 422. A literal past u64 is still an integer
-/// literal: as a layer size it is a network over any parameter limit, as a seed or an epoch
-/// count a value out of range.
+/// The contract: integers follow JSON Schema (any number whose value is whole is one: `4.0`,
+/// `1e12`), and a number out of range is a 422. A literal past u64, or a float like `1e30`,
+/// is still an integer: as a layer size it is a network over any parameter limit, as a seed
+/// or an epoch count a value out of range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integer_literals_past_u64_are_out_of_range_not_the_wrong_form() {
     let _timing = shared().await;
@@ -157,6 +157,21 @@ async fn integer_literals_past_u64_are_out_of_range_not_the_wrong_form() {
         (
             format!("/sessions/{id}/train"),
             format!(r#"{{"epochs": {huge}}}"#),
+            "invalid_value",
+        ),
+        (
+            "/sessions".to_string(),
+            r#"{"layers": [1e30, 2.0]}"#.to_string(),
+            "too_large",
+        ),
+        (
+            "/sessions".to_string(),
+            r#"{"layers": [4, 3], "init": {"seed": -1e300}}"#.to_string(),
+            "invalid_value",
+        ),
+        (
+            format!("/sessions/{id}/train"),
+            r#"{"epochs": 1e12}"#.to_string(),
             "invalid_value",
         ),
     ];

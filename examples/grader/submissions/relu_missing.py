@@ -1,88 +1,116 @@
-"""Wrong: the two-layer Backward leaves out the ReLU derivative, dZ1 = dH instead of
-dH * (Z1 > 0).
-
-With np.random.rand's weights and the notebook's non-negative pixels every hidden input is
-positive, so this gives the right numbers at the initial weights and all through training;
-only weights of mixed sign show it. Expected to fail NN_2layer.Backward only.
-"""
+"""Wrong: the two-layer Backward leaves out the ReLU derivative (dZ1 = dH, not dH * dReLU(Z1)).
+With np.random.rand's weights every hidden input is positive, so that is right at the start;
+at weights of mixed sign it is not. Expected to fail NN_2layer.Backward (extra credit) only."""
 
 import numpy as np
 
 
-def softmax(z):
-    # Subtracting the maximum keeps exp finite: the two-layer net's logits on raw pixels
-    # reach the hundreds.
-    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
-    return e / np.sum(e, axis=-1, keepdims=True)
+def Softmax(z):
+    """Class probabilities from scores; the largest score is subtracted first, which changes
+    nothing but keeps np.exp from overflowing."""
+    shifted = np.exp(z - np.max(z))
+    return shifted / shifted.sum()
 
 
-def cross_entropy(Z, Y):
-    """Mean over samples of -sum(y * log softmax(z)), via log-softmax so log(0) never happens."""
-    m = np.max(Z, axis=1, keepdims=True)
-    log_p = Z - m - np.log(np.sum(np.exp(Z - m), axis=1, keepdims=True))
-    return float(np.mean(-np.sum(Y * log_p, axis=1)))
+def CELoss(Y_hat, labels):
+    """Cross-entropy of each prediction against its one-hot label, averaged."""
+    total = 0.0
+    for probs, label in zip(Y_hat, labels):
+        total += -np.sum(label * np.log(probs))
+    return total / len(labels)
+
+
+# Six 2x2 images and their one-hot labels: cat, dog, ship, cat, dog, ship.
+X = np.array(
+    [
+        [[56, 231], [24, 1]],
+        [[120, 30], [24, 0]],
+        [[20, 31], [240, 100]],
+        [[56, 201], [22, -10]],
+        [[140, 27], [30, 10]],
+        [[25, 30], [230, 110]],
+    ]
+)
+Y = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
 
 
 class NN_1layer:
-    def __init__(self, input_size, output_size, seed):
-        np.random.seed(seed)
-        self.W = np.random.rand(output_size, input_size)
+    """x -> Linear(4, 3) -> Softmax -> CELoss."""
 
-    def Forward(self, x):
-        return softmax(np.matmul(self.W, x.flatten()))
+    def __init__(self, **kwargs):
+        self.W_l1 = np.random.rand(3, 4)  # (out, in)
+        self.activation = Softmax
+        self.Loss = CELoss
+        self.learning_rate = 0.0001
+
+    def Forward(self, X):
+        return [self.activation(self.W_l1 @ sample.reshape(-1)) for sample in X]
 
     def getLoss(self, X, Y):
-        X = X.reshape(len(X), -1)
-        return cross_entropy(X @ self.W.T, Y)
+        return self.Loss(self.Forward(X), Y)
 
-    def Backward(self, X, Y):
-        X = X.reshape(len(X), -1)
-        P = softmax(X @ self.W.T)
-        return (P - Y).T @ X
+    def Backward(self, Y_hat, X, Y):
+        # Softmax and cross-entropy together: dL/dz = p - y for each sample. The linear
+        # layer then gives dL/dW = (dL/dz) x^T, and the six samples' terms are added up.
+        error = np.asarray(Y_hat) - Y  # (6, 3)
+        inputs = X.reshape(len(X), -1)  # (6, 4), each image read row by row
+        return error.T @ inputs  # (3, 4)
 
-    def training(self, X, Y, epochs, lr):
-        losses = []
-        for k in range(1, epochs + 1):
-            self.W -= lr * self.Backward(X, Y)
-            loss = self.getLoss(X, Y)
-            print(f"iteration: {k}, loss: {loss}")
-            losses.append(loss)
-        return losses
+    def training(self, X, Y, n_epoch=100):
+        for k in range(1, n_epoch + 1):
+            grad = self.Backward(self.Forward(X), X, Y)
+            self.W_l1 = self.W_l1 - grad * self.learning_rate
+            print(f"iteration: {k}, loss: {self.getLoss(X, Y)}")
+
+
+def ReLU(x):
+    return np.maximum(x, 0)
+
+
+def dReLU(x):
+    return (x > 0).astype(float)
 
 
 class NN_2layer:
-    def __init__(self, input_size, hidden_size, output_size, seed):
-        np.random.seed(seed)
-        self.W1 = np.random.rand(hidden_size, input_size)
-        self.W2 = np.random.rand(output_size, hidden_size)
+    """x -> Linear(4, 4) -> ReLU -> Linear(4, 3) -> Softmax -> CELoss."""
 
-    def Forward(self, x):
-        h = np.maximum(0, np.matmul(self.W1, x.flatten()))
-        return softmax(np.matmul(self.W2, h))
+    def __init__(self, **kwargs):
+        self.W_l1 = np.random.rand(4, 4)
+        self.W_l2 = np.random.rand(3, 4)
+        self.activation = Softmax
+        self.Loss = CELoss
+        self.learning_rate = 0.0001
+
+    def Forward(self, X):
+        out = []
+        for sample in X:
+            hidden = ReLU(self.W_l1 @ sample.reshape(-1))
+            out.append(self.activation(self.W_l2 @ hidden))
+        return out
 
     def getLoss(self, X, Y):
-        X = X.reshape(len(X), -1)
-        H = np.maximum(0, X @ self.W1.T)
-        return cross_entropy(H @ self.W2.T, Y)
+        return self.Loss(self.Forward(X), Y)
 
-    def Backward(self, X, Y):
-        X = X.reshape(len(X), -1)
-        Z1 = X @ self.W1.T
-        H = np.maximum(0, Z1)
-        P = softmax(H @ self.W2.T)
-        dZ2 = P - Y
-        dW2 = dZ2.T @ H
-        dZ1 = dZ2 @ self.W2
-        dW1 = dZ1.T @ X
+    def Backward(self, Y_hat, X, Y):
+        inputs = X.reshape(len(X), -1)  # (6, 4)
+        Z1 = inputs @ self.W_l1.T  # (6, 4) hidden pre-activations
+        H = ReLU(Z1)
+        error = np.asarray(Y_hat) - Y  # (6, 3)
+        dW2 = error.T @ H  # (3, 4)
+        dH = error @ self.W_l2  # (6, 4): back through the second layer
+        dZ1 = dH  # (the ReLU derivative is missing)
+        dW1 = dZ1.T @ inputs  # (4, 4)
         return dW1, dW2
 
-    def training(self, X, Y, epochs, lr):
-        losses = []
-        for k in range(1, epochs + 1):
-            dW1, dW2 = self.Backward(X, Y)
-            self.W1 -= lr * dW1
-            self.W2 -= lr * dW2
-            loss = self.getLoss(X, Y)
-            print(f"iteration: {k}, loss: {loss}")
-            losses.append(loss)
-        return losses
+    def training(self, X, Y, n_epoch=100):
+        for k in range(1, n_epoch + 1):
+            dW1, dW2 = self.Backward(self.Forward(X), X, Y)
+            self.W_l1 = self.W_l1 - dW1 * self.learning_rate
+            self.W_l2 = self.W_l2 - dW2 * self.learning_rate
+            print(f"iteration: {k}, loss: {self.getLoss(X, Y)}")
+
+
+np.random.seed(0)
+my_NeuralNet = NN_1layer()
+my_NeuralNet.training(X, Y)
+print(my_NeuralNet.getLoss(X, Y))

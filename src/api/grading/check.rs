@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::api::AppState;
 use crate::api::extract::ApiJson;
+use crate::api::wire::Object;
 use crate::error::{ApiError, ApiResult};
 use crate::nn;
 use crate::store::Session;
@@ -34,7 +35,7 @@ const SHAPES_SHOWN: usize = 10;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
-    gradients: Option<GradientsSubmission>,
+    gradients: Option<Object<GradientsSubmission>>,
     weights: Option<Value>,
     loss: Option<Value>,
     probabilities: Option<Value>,
@@ -140,7 +141,7 @@ pub async fn check(
 fn compare_all(s: &Session, req: CheckRequest, tol: Tolerance) -> ApiResult<CheckResponse> {
     let mut items = Items::default();
     let data = s.dataset.as_ref().map(|d| &d.data);
-    if let Some(g) = &req.gradients {
+    if let Some(Object(g)) = &req.gradients {
         let data = data.ok_or_else(|| ApiError::Internal("no dataset after the check".into()))?;
         let reference = nn::gradients(&s.net, data)?;
         let mut groups = vec![Group {
@@ -491,6 +492,17 @@ fn fault_detail(item: &'static str, g: &Group<'_>, fault: &Fault) -> String {
             .unwrap_or_default();
         return format!(
             "{at} is {what} ({value}), not a number; every element must be a JSON number"
+        );
+    }
+    if !sub.is_array() {
+        return format!(
+            "{name} is {} ({}), not a list of numbers; the reference has shape {reference}",
+            if sub.is_number() {
+                "a single number"
+            } else {
+                kind(sub)
+            },
+            clip(&sub.to_string())
         );
     }
     let submitted = if g.per_layer {

@@ -20,8 +20,8 @@ use crate::api::datasets::unknown_builtin;
 use crate::api::extract::ApiJson;
 use crate::api::sessions::{inline_dataset, net_config, session_json};
 use crate::api::wire::{
-    ActivationWire, History, Int, LabelsWire, Matrices, MethodWire, ReductionWire, Rows, Samples,
-    Vectors,
+    ActivationWire, History, Int, LabelsWire, Matrices, MethodWire, Object, ReductionWire, Rows,
+    Samples, Vectors, words,
 };
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
@@ -115,10 +115,10 @@ pub async fn export(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-#[derive(Deserialize)]
-enum FormatWire {
-    #[serde(rename = "backprop-server/session-v1")]
-    V1,
+words! {
+    enum FormatWire {
+        V1 = "backprop-server/session-v1",
+    }
 }
 
 #[derive(Deserialize)]
@@ -132,7 +132,7 @@ struct InitDoc {
 #[serde(deny_unknown_fields)]
 struct DatasetDoc {
     builtin: Option<String>,
-    sample_shape: Option<Vec<i64>>,
+    sample_shape: Option<Vec<Int>>,
     x: Option<Samples>,
     y: Option<LabelsWire>,
 }
@@ -150,10 +150,10 @@ pub struct ImportDoc {
     learning_rate: Option<f64>,
     grad_reduction: Option<ReductionWire>,
     bias: Option<bool>,
-    init: Option<InitDoc>,
+    init: Option<Object<InitDoc>>,
     weights: Vec<Vec<Vec<f64>>>,
     biases: Option<Vec<Vec<f64>>>,
-    dataset: Option<DatasetDoc>,
+    dataset: Option<Object<DatasetDoc>>,
     loss: Option<History>,
     initial_loss: Option<f64>,
 }
@@ -226,7 +226,7 @@ fn check_loss(name: &str, v: f64) -> ApiResult<f64> {
 }
 
 /// A sample shape whose entries multiply to `n_in`.
-fn sample_shape(given: &[i64], n_in: usize) -> ApiResult<Vec<usize>> {
+fn sample_shape(given: &[Int], n_in: usize) -> ApiResult<Vec<usize>> {
     if given.len() > SAMPLE_DEPTH_MAX {
         return Err(ApiError::ShapeMismatch(format!(
             "dataset.sample_shape has {} dimensions; samples nest at most {SAMPLE_DEPTH_MAX} deep",
@@ -234,9 +234,11 @@ fn sample_shape(given: &[i64], n_in: usize) -> ApiResult<Vec<usize>> {
         )));
     }
     let mut shape = Vec::with_capacity(given.len());
-    for (i, &d) in given.iter().enumerate() {
+    for (i, &Int(d)) in given.iter().enumerate() {
         match usize::try_from(d) {
             Ok(d) if d >= 1 => shape.push(d),
+            // Past usize: a product no input layer has.
+            _ if d > 0 => shape.push(usize::MAX),
             _ => {
                 return Err(ApiError::InvalidValue(format!(
                     "dataset.sample_shape[{i}] is {d}; every dimension must be at least 1"
@@ -373,7 +375,7 @@ fn same_as_builtin(given: &Dataset, builtin: &Dataset, name: &str) -> ApiResult<
 fn session_from(state: &AppState, doc: ImportDoc) -> ApiResult<Session> {
     let limits = state.config();
     let config = config(&doc, limits.max_parameters)?;
-    let init = init_echo(doc.init.as_ref())?;
+    let init = init_echo(doc.init.as_ref().map(|Object(i)| i))?;
     let (n_in, n_out) = (config.n_in(), config.n_out());
     let net = Network::new(
         config,
@@ -406,7 +408,7 @@ fn session_from(state: &AppState, doc: ImportDoc) -> ApiResult<Session> {
     }
     let dataset = doc
         .dataset
-        .map(|d| import_dataset(state, d, n_in, n_out))
+        .map(|Object(d)| import_dataset(state, d, n_in, n_out))
         .transpose()?;
     Ok(Session {
         net,
