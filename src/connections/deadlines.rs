@@ -16,7 +16,9 @@
 //!
 //! When the clock strikes, hyper closes the connection (quietly if it was idle). The body has
 //! a clock of its own, [`TimedBody`]: the whole body is due within `--body-timeout-secs` of
-//! the end of the headers, whatever pace it comes at.
+//! the end of the headers, whatever pace it comes at. And an answer the client stops reading
+//! ([`Metered`]): a connection whose writes wait `--idle-timeout-secs` for the client to read
+//! is closed, or a client that never reads would hold its connection, busy, forever.
 
 use std::error::Error;
 use std::fmt;
@@ -109,19 +111,56 @@ impl Future for HeadWait {
 
 impl Sleep for HeadWait {}
 
-/// The socket, counting what it reads for [`HeadWait`].
+/// The socket, counting what it reads for [`HeadWait`], and failing a write that has waited
+/// `stall_limit` for the client to read.
 pub struct Metered {
     stream: TcpStream,
     conn: Arc<Conn>,
+    stall_limit: Duration,
+    /// Since when writes wait, if they do.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Metered {
-    pub fn new(stream: TcpStream, conn: Arc<Conn>) -> Self {
-        Self { stream, conn }
+    pub fn new(stream: TcpStream, conn: Arc<Conn>, stall_limit: Duration) -> Self {
+        Self {
+            stream,
+            conn,
+            stall_limit,
+            stalled: None,
+        }
     }
 
     pub fn into_inner(self) -> TcpStream {
         self.stream
+    }
+
+    /// After a write that must wait: pending, or the error once writes have waited too long.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let limit = self.stall_limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client read nothing of its answer for {limit:?}"),
+        ))
+    }
+
+    /// The outcome of a write: the stall clock runs while it waits, and stops when it is done.
+    fn after_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Pending => self.poll_stall(cx).map(Err),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
     }
 }
 
@@ -147,7 +186,8 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.after_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -155,7 +195,8 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.after_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

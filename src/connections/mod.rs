@@ -5,7 +5,8 @@
 //! - Request headers are due within `--header-timeout-secs`, whole bodies within
 //!   `--body-timeout-secs`, and a kept-alive connection may wait `--idle-timeout-secs` for
 //!   its next request ([`deadlines`]). Overdue headers close the connection, with a 408
-//!   problem if part of a request came; an overdue body is 408 `request_timeout`.
+//!   problem if part of a request came; an overdue body is 408 `request_timeout`. A client
+//!   that reads nothing of its answer for `--idle-timeout-secs` loses its connection too.
 //! - At most `--max-connections` are held; past it, the connections that waited longest for
 //!   a request are closed first ([`registry`]). If every connection is busy with a request,
 //!   none is cut: the newcomer is admitted over the limit, answers `GET /healthz` (liveness
@@ -55,12 +56,18 @@ use registry::{Conn, Registry};
 /// `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// The most a connection buffers of a request's headers (431 past it; hyper's default limit
+/// is its read buffer's, about 400 KiB). Ours are a few hundred bytes; the cap bounds what a
+/// slow client can make each held connection hold while its headers trickle in.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// How long a 408 may take to write to a client that is not reading.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// After running out of descriptors with no connection to close, wait this long before the
-/// next accept (the kernel holds new connections in the listen queue meanwhile).
-const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
+/// After an accept error that nothing here can mend (out of descriptors with no connection
+/// to close, out of memory), wait this long before the next accept; the kernel holds new
+/// connections in the listen queue meanwhile.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Settings of the connection layer.
 #[derive(Debug, Clone)]
@@ -138,6 +145,7 @@ pub async fn serve(
     // Each connection replaces this timer with its own HeadTimer; hyper wants one here too.
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let header_timeout_answer = raw_answer(ApiError::RequestTimeout(format!(
         "the request's headers did not arrive within {} s (--header-timeout-secs); the \
@@ -190,9 +198,11 @@ pub async fn serve(
     stop.closed().await;
 }
 
-/// Out of descriptors: close a waiting connection and accept again at once; any other error
-/// concerns one connection only.
+/// Out of descriptors: close a waiting connection and accept again at once. An error that
+/// concerns one connection only (it was reset before it was accepted) is passed over; any
+/// other (out of memory, say) gets a pause, so as not to spin on it.
 async fn accept_failed(e: &io::Error, registry: &Registry) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
         if registry.out_of_descriptors() {
             // Let the closing connections' tasks give their descriptors back.
@@ -202,10 +212,16 @@ async fn accept_failed(e: &io::Error, registry: &Registry) {
                 open = registry.open(),
                 "out of descriptors, and every connection is busy: {e}"
             );
-            tokio::time::sleep(EMFILE_BACKOFF).await;
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
         }
-    } else {
+    } else if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused
+    ) {
         tracing::debug!("accept: {e}");
+    } else {
+        tracing::warn!("accept: {e}");
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
     }
 }
 
@@ -237,7 +253,7 @@ async fn drive(
         body_timeout: settings.body_timeout,
         over_limit: over_limit.then_some(settings.max_connections),
     };
-    let io = TokioIo::new(Metered::new(stream, conn.clone()));
+    let io = TokioIo::new(Metered::new(stream, conn.clone(), settings.idle_timeout));
     let mut connection = http.serve_connection(io, service);
     let mut stopping = false;
     let served = loop {

@@ -181,11 +181,18 @@ impl Raw {
     }
 
     async fn read_answer(&mut self) -> Result<Answer, String> {
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i;
+        loop {
+            if let Some(answer) = self.complete_answer()? {
+                return Ok(answer);
             }
             self.fill().await?;
+        }
+    }
+
+    /// Takes one whole answer off the bytes read, if they hold one.
+    fn complete_answer(&mut self) -> Result<Option<Answer>, String> {
+        let Some(head_end) = find(&self.buf, b"\r\n\r\n") else {
+            return Ok(None);
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
@@ -205,16 +212,16 @@ impl Raw {
             .and_then(|(_, v)| v.parse().ok())
             .ok_or_else(|| format!("no content-length in {head:?}"))?;
         let start = head_end + 4;
-        while self.buf.len() < start + length {
-            self.fill().await?;
+        if self.buf.len() < start + length {
+            return Ok(None);
         }
         let body = String::from_utf8_lossy(&self.buf[start..start + length]).into_owned();
         self.buf.drain(..start + length);
-        Ok(Answer {
+        Ok(Some(Answer {
             status,
             headers,
             body,
-        })
+        }))
     }
 
     /// Reads until the server closes the connection, within `within`; returns what came
@@ -234,6 +241,71 @@ impl Raw {
             .map_err(|_| format!("still open after {within:?}"))?
     }
 
+    /// Waits for some bytes, within `within`.
+    pub async fn fill_once(&mut self, within: Duration) -> Result<(), String> {
+        tokio::time::timeout(within, self.fill())
+            .await
+            .map_err(|_| format!("nothing within {within:?}"))?
+    }
+
+    /// Reads whatever comes for `within`, counting it; whether the server closed meanwhile.
+    pub async fn drain(&mut self, within: Duration) -> Drained {
+        let mut bytes = self.buf.len();
+        self.buf.clear();
+        let t = Instant::now();
+        let mut chunk = vec![0u8; 1 << 16];
+        while let Some(left) = within.checked_sub(t.elapsed()) {
+            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return Drained {
+                        bytes,
+                        closed: true,
+                    };
+                }
+                Ok(Ok(n)) => bytes += n,
+                Err(_) => break,
+            }
+        }
+        Drained {
+            bytes,
+            closed: false,
+        }
+    }
+
+    /// Reads one answer, pausing `pause` after every `step` bytes; all within `within`.
+    pub async fn answer_pausing(
+        &mut self,
+        step: usize,
+        pause: Duration,
+        within: Duration,
+    ) -> Result<Answer, String> {
+        let read = async {
+            let mut next_pause = step;
+            let mut chunk = vec![0u8; 1 << 16];
+            loop {
+                let n = self
+                    .stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| format!("reading: {e}"))?;
+                if n == 0 {
+                    return Err(format!("closed after {} bytes", self.buf.len()));
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+                if let Some(answer) = self.complete_answer()? {
+                    return Ok(answer);
+                }
+                if self.buf.len() >= next_pause {
+                    next_pause += step;
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .map_err(|_| format!("no whole answer within {within:?}"))?
+    }
+
     async fn fill(&mut self) -> Result<(), String> {
         let mut chunk = [0u8; 8192];
         match self.stream.read(&mut chunk).await {
@@ -250,6 +322,12 @@ impl Raw {
 }
 
 const EOF: &str = "the server closed the connection";
+
+/// What [`Raw::drain`] read.
+pub struct Drained {
+    pub bytes: usize,
+    pub closed: bool,
+}
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)

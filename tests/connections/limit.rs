@@ -2,7 +2,7 @@
 //! ones in (those that never made a request first); busy ones never are. When every
 //! connection is busy, a newcomer gets `/healthz` and 503 `overloaded` for anything else.
 //! Out of descriptors all the same, the server closes a waiting connection and accepts.
-//! And SIGTERM closes waiting connections at once.
+//! SIGTERM closes waiting connections at once. And a held connection's headers are capped.
 
 use std::time::{Duration, Instant};
 
@@ -136,7 +136,11 @@ async fn out_of_descriptors_the_server_closes_a_waiting_connection_and_lets_a_ne
         took < Duration::from_secs(1),
         "/healthz took {took:?} with the server out of descriptors"
     );
-    assert!(files <= open_file_limit as usize);
+    assert!(
+        files <= open_file_limit as usize,
+        "{files} open files; log: {}",
+        server.log()
+    );
     let log = server.log();
     assert!(
         !log.contains("every connection is busy"),
@@ -182,4 +186,27 @@ async fn sigterm_closes_waiting_connections_at_once() {
     for raw in &mut waiting {
         assert!(raw.closed(Duration::from_secs(1)).await.is_ok());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_64_kib_are_refused_before_more_is_buffered() {
+    let _timing = shared().await;
+    let server = start(config(), None).await;
+    let mut raw = Raw::connect(server.addr).await.unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();
+    head.resize(70 * 1024, b'a');
+    raw.send(&head).await.unwrap();
+    let answer = raw
+        .answer(ANSWER)
+        .await
+        .expect("an answer to the long head");
+    assert_eq!(answer.status, 431, "{answer:?}");
+    assert!(is_closed(&mut raw).await);
+    // Just under the cap is fine.
+    let mut raw = Raw::connect(server.addr).await.unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();
+    head.resize(60 * 1024, b'a');
+    head.extend_from_slice(b"\r\n\r\n");
+    raw.send(&head).await.unwrap();
+    assert_eq!(raw.answer(ANSWER).await.unwrap().status, 200);
 }

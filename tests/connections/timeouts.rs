@@ -221,3 +221,68 @@ async fn a_trickling_body_is_cut_with_408_at_the_body_timeout_and_its_memory_fre
     // And the server is as it was.
     health_on_a_new_connection(addr, ANSWER).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_loses_the_connection_at_the_idle_timeout() {
+    let _timing = shared().await;
+    let idle = Duration::from_secs(2);
+    let server = start(
+        Config {
+            idle_timeout_secs: idle.as_secs_f64(),
+            ..config()
+        },
+        None,
+    )
+    .await;
+    let addr = server.addr;
+    // A million weights: about 20 MB of JSON, far more than the sockets' buffers hold.
+    let mut raw = Raw::connect(addr).await.unwrap();
+    let body = r#"{"layers": [1000, 1000]}"#;
+    let create = format!(
+        "POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw.send(create.as_bytes()).await.unwrap();
+    let created = raw.answer(ANSWER).await.unwrap();
+    assert_eq!(created.status, 201, "{created:?}");
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let request = format!("GET /sessions/{id}/weights HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    // Reads the head, then nothing.
+    let stops_reading = async {
+        let mut raw = Raw::connect(addr).await.unwrap();
+        raw.send(request.as_bytes()).await.unwrap();
+        raw.fill_once(ANSWER).await.expect("the answer begins");
+        let t = Instant::now();
+        let got = raw.drain(idle + SLACK + SLACK).await;
+        let took = t.elapsed();
+        assert!(
+            got.closed,
+            "a client that read nothing for {took:?} still holds its connection"
+        );
+        // What the kernel had buffered arrives, then the end: the answer is cut short.
+        assert!(got.bytes < 20_000_000, "{} bytes read", got.bytes);
+        on_time(
+            "closing a connection whose client stopped reading",
+            took,
+            idle,
+        );
+    };
+    // Reads it all, a few MB at a time with pauses shorter than the idle timeout.
+    let reads_slowly = async {
+        let mut raw = Raw::connect(addr).await.unwrap();
+        raw.send(request.as_bytes()).await.unwrap();
+        let answer = raw
+            .answer_pausing(4 << 20, idle / 4, ANSWER * 3)
+            .await
+            .expect("a slow but steady reader gets the whole answer");
+        assert_eq!(answer.status, 200);
+        assert!(
+            answer.body.len() > 10_000_000,
+            "{} bytes",
+            answer.body.len()
+        );
+    };
+    tokio::join!(stops_reading, reads_slowly);
+}
