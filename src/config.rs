@@ -73,14 +73,16 @@ pub struct Config {
           value_parser = positive_secs)]
     pub body_timeout_secs: f64,
 
-    /// Seconds a kept-alive connection may wait for its next request; then it is closed.
+    /// Seconds a kept-alive connection may wait for its next request, and a client may leave
+    /// its answer unread; then the connection is closed.
     #[arg(long, env = "BACKPROP_IDLE_TIMEOUT_SECS", default_value_t = 60.0,
           value_parser = positive_secs)]
     pub idle_timeout_secs: f64,
 
-    /// Connections held at once; past it the longest-idle ones are closed to let new ones
-    /// in. Default: the open-file limit (raised to its hard limit at start) less a reserve of
-    /// an eighth of it, at least 64, for the server's own files and database connections.
+    /// Connections held at once; past it, connections waiting for a request are closed to let
+    /// new ones in (half-open ones first, then idle ones, longest-waiting first). Default: the
+    /// open-file limit (raised to its hard limit at start) less a reserve of an eighth of it,
+    /// at least 64, for the server's own files and database connections.
     #[arg(long, env = "BACKPROP_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_connections: Option<u64>,

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use backprop_server::Config;
 
+use crate::server::ServerProcess;
+
 use crate::client::{
     Raw, config, eventually, exclusive, health_on_a_new_connection, settled_rss_kib, shared, start,
 };
@@ -27,20 +29,22 @@ fn on_time(what: &str, took: Duration, due: Duration) {
     );
 }
 
+/// A server with these header and idle timeouts.
+async fn with_clocks(header: Duration, idle: Duration) -> ServerProcess {
+    let config = Config {
+        header_timeout_secs: header.as_secs_f64(),
+        idle_timeout_secs: idle.as_secs_f64(),
+        ..config()
+    };
+    start(config, None).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_are_due_at_the_header_timeout_counted_from_a_requests_first_byte() {
     let _timing = shared().await;
     let header = Duration::from_millis(500);
     let idle = Duration::from_secs(3);
-    let server = start(
-        Config {
-            header_timeout_secs: header.as_secs_f64(),
-            idle_timeout_secs: idle.as_secs_f64(),
-            ..config()
-        },
-        None,
-    )
-    .await;
+    let server = with_clocks(header, idle).await;
     let addr = server.addr;
 
     // A new connection that stops halfway through its headers: a 408 problem, then closed.
@@ -101,15 +105,7 @@ async fn an_idle_kept_alive_connection_closes_at_the_idle_timeout_and_a_regular_
     let _timing = shared().await;
     let header = Duration::from_millis(300);
     let idle = Duration::from_millis(1500);
-    let server = start(
-        Config {
-            header_timeout_secs: header.as_secs_f64(),
-            idle_timeout_secs: idle.as_secs_f64(),
-            ..config()
-        },
-        None,
-    )
-    .await;
+    let server = with_clocks(header, idle).await;
     let addr = server.addr;
 
     // Served once, then silent: closed at the idle timeout, quietly (an idle connection
