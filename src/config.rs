@@ -59,6 +59,33 @@ pub struct Config {
     /// Idle sessions are removed after this many seconds without a request (0: never).
     #[arg(long, env = "BACKPROP_SESSION_TTL_SECS", default_value_t = 3600)]
     pub session_ttl_secs: u64,
+
+    /// Seconds a client has to send a request's headers, counted from the connection's start
+    /// or, between requests on a kept-alive connection, from the request's first byte; then
+    /// the connection is closed (with 408 if part of a request came).
+    #[arg(long, env = "BACKPROP_HEADER_TIMEOUT_SECS", default_value_t = 10.0,
+          value_parser = positive_secs)]
+    pub header_timeout_secs: f64,
+
+    /// Seconds a request's whole body may take to arrive, from the end of its headers; a
+    /// slower body is cut with 408 request_timeout.
+    #[arg(long, env = "BACKPROP_BODY_TIMEOUT_SECS", default_value_t = 60.0,
+          value_parser = positive_secs)]
+    pub body_timeout_secs: f64,
+
+    /// Seconds a kept-alive connection may wait for its next request, and a client may leave
+    /// its answer unread; then the connection is closed.
+    #[arg(long, env = "BACKPROP_IDLE_TIMEOUT_SECS", default_value_t = 60.0,
+          value_parser = positive_secs)]
+    pub idle_timeout_secs: f64,
+
+    /// Connections held at once; past it, connections waiting for a request are closed to let
+    /// new ones in (half-open ones first, then idle ones, longest-waiting first). Default: the
+    /// open-file limit (raised to its hard limit at start) less a reserve of an eighth of it,
+    /// at least 64, for the server's own files and database connections.
+    #[arg(long, env = "BACKPROP_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_connections: Option<u64>,
 }
 
 fn default_workers() -> u32 {
@@ -89,6 +116,10 @@ impl Default for Config {
             train_time_limit_secs: 60.0,
             workers: default_workers(),
             session_ttl_secs: 3600,
+            header_timeout_secs: 10.0,
+            body_timeout_secs: 60.0,
+            idle_timeout_secs: 60.0,
+            max_connections: None,
         }
     }
 }
@@ -110,6 +141,10 @@ impl Config {
             train_time_limit_secs,
             workers,
             session_ttl_secs,
+            header_timeout_secs,
+            body_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
         } = self;
         let mut args = vec![
             format!("--addr={addr}"),
@@ -122,7 +157,13 @@ impl Config {
             format!("--train-time-limit-secs={train_time_limit_secs}"),
             format!("--workers={workers}"),
             format!("--session-ttl-secs={session_ttl_secs}"),
+            format!("--header-timeout-secs={header_timeout_secs}"),
+            format!("--body-timeout-secs={body_timeout_secs}"),
+            format!("--idle-timeout-secs={idle_timeout_secs}"),
         ];
+        if let Some(max_connections) = max_connections {
+            args.push(format!("--max-connections={max_connections}"));
+        }
         if let Some(token) = token {
             args.push(format!("--token={token}"));
         }
@@ -144,6 +185,9 @@ mod tests {
             train_time_limit_secs: 0.25,
             workers: 3,
             session_ttl_secs: 0,
+            header_timeout_secs: 0.5,
+            idle_timeout_secs: 2.25,
+            max_connections: Some(900),
             ..Config::default()
         };
         let mut argv = vec!["backprop-server".to_owned()];

@@ -27,6 +27,10 @@ pub enum ApiError {
     /// 405 `method_not_allowed`; the `Allow` header is kept from the router's answer.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 408 `request_timeout`: the body did not arrive within `--body-timeout-secs` (the
+    /// connection layer also answers it when the headers did not arrive in time).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409 `no_dataset`.
     #[error("{0}")]
     NoDataset(String),
@@ -54,6 +58,13 @@ pub enum ApiError {
     /// 429 `too_many_sessions`.
     #[error("{0}")]
     TooManySessions(String),
+    /// 503 `overloaded`, with `Retry-After`: the server cannot take this request now, and
+    /// waiting that long may help.
+    #[error("{detail}")]
+    Overloaded {
+        detail: String,
+        retry_after_secs: u64,
+    },
     /// 500 `internal_error`: a bug. The text is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -81,6 +92,7 @@ impl ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::NoDataset(_) => (StatusCode::CONFLICT, "no_dataset"),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::UnsupportedMediaType(_) => {
@@ -92,6 +104,7 @@ impl ApiError {
             Self::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_large"),
             Self::NonFiniteResult(_) => (StatusCode::UNPROCESSABLE_ENTITY, "non_finite_result"),
             Self::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -144,11 +157,18 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body is never read, so this connection cannot carry another
             // request; say so (RFC 9112 section 9.6) instead of letting the client find out.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Self::Overloaded {
+            retry_after_secs, ..
+        } = &self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

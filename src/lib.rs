@@ -2,10 +2,12 @@
 //! numbers of the course's NumPy notebook.
 //!
 //! `nn` is the numeric core (no HTTP in it); `api` is the thin HTTP layer over it; `store`
-//! holds the sessions they share.
+//! holds the sessions they share; `connections` accepts and times the connections `api` is
+//! served on.
 
 pub mod api;
 pub mod config;
+pub mod connections;
 pub mod datasets;
 pub mod error;
 pub mod nn;
@@ -28,6 +30,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let open_files = connections::raise_open_file_limit();
+    let connection_settings = connections::Settings::new(&config, open_files.now);
     let state = AppState::new(config);
     let sweeper = state.store().ttl().map(|ttl| {
         let state = state.clone();
@@ -47,7 +51,7 @@ pub async fn serve(
     });
     let (began_tx, mut began) = tokio::sync::watch::channel(false);
     let stopping = state.clone();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let server = connections::serve(listener, app(state), connection_settings, async move {
         shutdown.await;
         stopping.begin_shutdown();
         let _ = began_tx.send(true);
@@ -57,7 +61,7 @@ pub async fn serve(
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     let result = tokio::select! {
-        r = server.into_future() => r,
+        () = server => Ok(()),
         () = deadline => {
             tracing::warn!("requests still running {SHUTDOWN_GRACE:?} after shutdown began; exiting");
             Ok(())

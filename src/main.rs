@@ -13,7 +13,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")),
         )
         .init();
-    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+    let listener = match backprop_server::connections::bind(config.addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("backprop-server: cannot listen on {}: {e}", config.addr);

@@ -29,7 +29,7 @@ const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 
 /// The contract's error codes, from its table of errors.
-const CONTRACT_CODES: [&str; 15] = [
+const CONTRACT_CODES: [&str; 17] = [
     "invalid_json",
     "invalid_request",
     "unauthorized",
@@ -44,6 +44,8 @@ const CONTRACT_CODES: [&str; 15] = [
     "too_large",
     "non_finite_result",
     "too_many_sessions",
+    "request_timeout",
+    "overloaded",
     "internal_error",
 ];
 

@@ -61,7 +61,7 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for OptionalJso
             .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
-            .map_err(|_| too_large())?;
+            .map_err(|e| body_timeout(&e).unwrap_or_else(too_large))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
@@ -85,6 +85,18 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for OptionalJso
         };
         Ok(Self(Some(value)))
     }
+}
+
+/// 408 `request_timeout` if reading a body failed because it came too slowly
+/// (`--body-timeout-secs`); otherwise the body was too large.
+pub(crate) fn body_timeout(e: &axum::Error) -> Option<ApiError> {
+    crate::connections::body_timed_out(e).map(|limit| {
+        ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} s (--body-timeout-secs); send it at once, \
+             or send less per request",
+            limit.as_secs_f64()
+        ))
+    })
 }
 
 /// `application/json` or `application/<anything>+json`, with any parameters.

@@ -115,6 +115,8 @@ const CODES: &[&str] = &[
     "too_large",
     "non_finite_result",
     "too_many_sessions",
+    "request_timeout",
+    "overloaded",
 ];
 
 impl Resp {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::api::datasets::unknown_builtin;
-use crate::api::extract::ApiJson;
+use crate::api::extract::{ApiJson, body_timeout};
 use crate::api::sessions::{inline_dataset, net_config, session_json};
 use crate::api::wire::{
     ActivationWire, History, Int, LabelsWire, Matrices, MethodWire, Object, ReductionWire, Rows,
@@ -455,10 +455,12 @@ pub async fn fork(
     // Read the body whole (up to the usual limit) before refusing it: a refusal that leaves
     // it unread would leave the client's connection unusable.
     let limit = state.config().max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::BodyTooLarge(format!(
-            "the body is larger than this server's limit of {limit} bytes; a fork takes no body"
-        ))
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        body_timeout(&e).unwrap_or_else(|| {
+            ApiError::BodyTooLarge(format!(
+                "the body is larger than this server's limit of {limit} bytes; a fork takes no body"
+            ))
+        })
     })?;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(refuse());
