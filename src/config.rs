@@ -5,6 +5,12 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::store::Location;
+
+/// Where sessions are kept unless `--database` says otherwise: a file in the working
+/// directory, so `cargo run --release` is durable with nothing to install.
+pub const DEFAULT_DATABASE: &str = "sqlite:backprop.db";
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "backprop-server",
@@ -59,6 +65,12 @@ pub struct Config {
     /// Idle sessions are removed after this many seconds without a request (0: never).
     #[arg(long, env = "BACKPROP_SESSION_TTL_SECS", default_value_t = 3600)]
     pub session_ttl_secs: u64,
+
+    /// Where sessions are kept: sqlite:PATH (one server per file), postgres://USER:PASSWORD@HOST/DB
+    /// (several replicas may share it), or memory (nothing survives a restart).
+    #[arg(long, env = "BACKPROP_DATABASE", default_value = DEFAULT_DATABASE,
+          hide_env_values = true)]
+    pub database: Location,
 }
 
 fn default_workers() -> u32 {
@@ -89,6 +101,7 @@ impl Default for Config {
             train_time_limit_secs: 60.0,
             workers: default_workers(),
             session_ttl_secs: 3600,
+            database: Location::Sqlite(DEFAULT_DATABASE.trim_start_matches("sqlite:").into()),
         }
     }
 }
@@ -110,6 +123,7 @@ impl Config {
             train_time_limit_secs,
             workers,
             session_ttl_secs,
+            database,
         } = self;
         let mut args = vec![
             format!("--addr={addr}"),
@@ -122,6 +136,7 @@ impl Config {
             format!("--train-time-limit-secs={train_time_limit_secs}"),
             format!("--workers={workers}"),
             format!("--session-ttl-secs={session_ttl_secs}"),
+            format!("--database={database}"),
         ];
         if let Some(token) = token {
             args.push(format!("--token={token}"));
@@ -144,11 +159,25 @@ mod tests {
             train_time_limit_secs: 0.25,
             workers: 3,
             session_ttl_secs: 0,
+            database: "postgres://u:pw@db:5432/backprop".parse().unwrap(),
             ..Config::default()
         };
         let mut argv = vec!["backprop-server".to_owned()];
         argv.extend(config.to_args());
         let back = Config::try_parse_from(argv).expect("to_args gives flags the parser takes");
         assert_eq!(format!("{back:?}"), format!("{config:?}"));
+        assert_eq!(back.database, config.database);
+    }
+
+    #[test]
+    fn the_default_database_is_a_sqlite_file_in_the_working_directory() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "database")
+            .expect("a --database flag");
+        assert_eq!(arg.get_default_values(), [DEFAULT_DATABASE]);
+        assert_eq!(Config::default().database.to_string(), DEFAULT_DATABASE);
     }
 }
