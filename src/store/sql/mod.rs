@@ -50,8 +50,12 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// `PRAGMA application_id` of our SQLite files ("BPSV"): a file with another is not ours.
 const APPLICATION_ID: i64 = 0x4250_5356;
 
-/// How long a request waits for a connection before it answers 503 `unavailable`.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a connection before it answers 503 `unavailable` (while
+/// PostgreSQL restarts, sqlx retries refused connections until then).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long `/readyz` waits for the database's answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a starting replica waits for PostgreSQL to accept connections.
 const START_WAIT: Duration = Duration::from_secs(30);
@@ -368,6 +372,16 @@ impl Db {
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
+        tokio::time::timeout(PING_TIMEOUT, self.ping_now())
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {PING_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn ping_now(&self) -> StoreResult<()> {
         match &self.backend {
             Backend::Sqlite(lite) => {
                 if lite.writer.is_closed() {
