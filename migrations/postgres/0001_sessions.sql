@@ -5,7 +5,8 @@
 -- rewrites another (a large dataset): `weights` (every W_k then every b_k, row-major, as
 -- little-endian f64), `datasets` (x and y likewise; a built-in dataset only by name) and
 -- `history` (one chunk of losses per train, appended, never rewritten). Numbers are stored
--- bit for bit: f64 blobs, and DOUBLE PRECISION columns, which are IEEE doubles.
+-- bit for bit: f64 blobs, and DOUBLE PRECISION columns, which are IEEE doubles. The parts are
+-- keyed by the session's integer `seq`, as in SQLite.
 
 -- Marks the database as backprop-server's (for SQLite, PRAGMA application_id says so too).
 CREATE TABLE backprop_meta (
@@ -42,15 +43,16 @@ CREATE TABLE sessions (
     initial_loss DOUBLE PRECISION
 );
 CREATE INDEX sessions_by_owner ON sessions (owner, seq);
+-- The sweeper asks for sessions idle since a second; replicas share the work.
 CREATE INDEX sessions_by_clock ON sessions (touched_at);
 
 CREATE TABLE weights (
-    session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    session BIGINT PRIMARY KEY REFERENCES sessions (seq) ON DELETE CASCADE,
     params BYTEA NOT NULL
 );
 
 CREATE TABLE datasets (
-    session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    session BIGINT PRIMARY KEY REFERENCES sessions (seq) ON DELETE CASCADE,
     -- A built-in dataset's name (x and y are then NULL: the binary has them).
     builtin TEXT,
     -- One sample's shape as it was sent, a JSON array ([2, 2] for the notebook's images).
@@ -61,11 +63,11 @@ CREATE TABLE datasets (
 );
 
 CREATE TABLE history (
-    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    session BIGINT NOT NULL REFERENCES sessions (seq) ON DELETE CASCADE,
     -- The 0-based epoch of the chunk's first loss.
     first_epoch BIGINT NOT NULL,
     losses BYTEA NOT NULL,
-    PRIMARY KEY (session_id, first_epoch)
+    PRIMARY KEY (session, first_epoch)
 );
 
 CREATE TABLE keys (

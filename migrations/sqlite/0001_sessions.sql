@@ -5,7 +5,9 @@
 -- rewrites another (a large dataset): `weights` (every W_k then every b_k, row-major, as
 -- little-endian f64), `datasets` (x and y likewise; a built-in dataset only by name) and
 -- `history` (one chunk of losses per train, appended, never rewritten). Numbers are stored
--- bit for bit: f64 blobs, and REAL columns, which are IEEE doubles.
+-- bit for bit: f64 blobs, and REAL columns, which are IEEE doubles. The parts are keyed by
+-- the session's integer `seq`, so each is one b-tree with no index beside it: a commit
+-- writes (and syncs) as few pages as it can.
 
 -- Marks the database as backprop-server's (PRAGMA application_id says so too).
 CREATE TABLE backprop_meta (
@@ -16,7 +18,7 @@ INSERT INTO backprop_meta (name, value) VALUES ('application', 'backprop-server'
 
 CREATE TABLE sessions (
     -- Creation order: GET /sessions lists newest first.
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
     -- The API key that created it (NULL: the admin, or a server without keys).
     owner TEXT,
@@ -41,16 +43,16 @@ CREATE TABLE sessions (
     epochs INTEGER NOT NULL,
     initial_loss REAL
 );
+-- (No index on touched_at: the clock moves with every use, and the sweeper's scan is rare.)
 CREATE INDEX sessions_by_owner ON sessions (owner, seq);
-CREATE INDEX sessions_by_clock ON sessions (touched_at);
 
 CREATE TABLE weights (
-    session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    session INTEGER PRIMARY KEY REFERENCES sessions (seq) ON DELETE CASCADE,
     params BLOB NOT NULL
 );
 
 CREATE TABLE datasets (
-    session_id TEXT PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    session INTEGER PRIMARY KEY REFERENCES sessions (seq) ON DELETE CASCADE,
     -- A built-in dataset's name (x and y are then NULL: the binary has them).
     builtin TEXT,
     -- One sample's shape as it was sent, a JSON array ([2, 2] for the notebook's images).
@@ -61,12 +63,12 @@ CREATE TABLE datasets (
 );
 
 CREATE TABLE history (
-    session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    session INTEGER NOT NULL REFERENCES sessions (seq) ON DELETE CASCADE,
     -- The 0-based epoch of the chunk's first loss.
     first_epoch INTEGER NOT NULL,
     losses BLOB NOT NULL,
-    PRIMARY KEY (session_id, first_epoch)
-);
+    PRIMARY KEY (session, first_epoch)
+) WITHOUT ROWID;
 
 CREATE TABLE keys (
     name TEXT PRIMARY KEY,

@@ -1,10 +1,10 @@
 //! Sessions in SQLite (one process per file) or PostgreSQL (several replicas), through sqlx.
 //!
 //! SQLite: WAL mode with `synchronous = FULL`, so a commit is on disk when it returns. All
-//! writes go through one writer task that commits whatever has queued up meanwhile as one
-//! transaction (group commit: one fsync for a batch of concurrent requests; each change in
-//! its own savepoint, so one refused change does not take the others down). Reads (a
-//! session not yet in the cache, a listing) use a small pool of read-only connections. The
+//! writes go through one writer, on a thread of its own, that commits whatever has queued
+//! up meanwhile as one transaction (group commit: one fsync for a batch of concurrent
+//! requests). Reads (a session not yet in the cache, a listing) use a small pool of
+//! read-only connections. The
 //! process holds an exclusive lock on the file: this process is its only writer, so its
 //! cache is the truth and is never re-validated.
 //!
@@ -202,6 +202,20 @@ enum Op {
     },
     CreateKey(KeyRecord),
     DeleteKey(String),
+}
+
+impl Op {
+    /// Whether this change is one statement, so it needs no transaction around it.
+    fn is_one_statement(&self) -> bool {
+        matches!(
+            self,
+            Self::Delete { .. }
+                | Self::DeleteIdle { .. }
+                | Self::Touch { .. }
+                | Self::CreateKey(_)
+                | Self::DeleteKey(_)
+        )
+    }
 }
 
 /// What a write did.
@@ -422,7 +436,7 @@ impl Db {
                     }
                 };
                 let mut tx = conn.begin().await?;
-                let done = queries::postgres::apply(&mut tx, &op).await?;
+                let done = queries::postgres::apply(&mut tx, &op, &mut None).await?;
                 if matches!(done, Done::Refused(_)) {
                     tx.rollback().await?;
                 } else {
@@ -912,7 +926,7 @@ async fn open_sqlite(path: &Path) -> StoreResult<Db> {
         .await
         .map_err(opened)?;
     let (writer, jobs) = mpsc::channel(1024);
-    tokio::spawn(write_loop(conn, writer_options, jobs));
+    spawn_writer(conn, writer_options, jobs)?;
     Ok(Db {
         backend: Backend::Sqlite(Lite {
             writer,
@@ -927,19 +941,45 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// The SQLite writer: commits what has queued up as one transaction, then answers each.
+/// Starts the SQLite writer on a thread of its own, so that the round trips of its
+/// statements never wait behind the request handlers for a turn on the runtime.
+fn spawn_writer(
+    conn: SqliteConnection,
+    options: SqliteConnectOptions,
+    jobs: mpsc::Receiver<Job>,
+) -> StoreResult<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Startup(format!("cannot start the SQLite writer: {e}")))?;
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || rt.block_on(write_loop(conn, options, jobs)))
+        .map_err(|e| StoreError::Startup(format!("cannot start the SQLite writer: {e}")))?;
+    Ok(())
+}
+
+/// The SQLite writer: commits what has queued up as one transaction (one fsync for all of
+/// them), then answers each.
 async fn write_loop(
     mut conn: SqliteConnection,
     options: SqliteConnectOptions,
     mut jobs: mpsc::Receiver<Job>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Sessions in the file: counted once, then kept by the changes (this is the only writer).
+    let mut held = None;
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let results = match write_batch(&mut conn, &batch).await {
+        if held.is_none() {
+            held = queries::sqlite::count(&mut conn, None).await.ok();
+        }
+        let before = held;
+        let results = match write_batch(&mut conn, &batch, &mut held).await {
             Ok(results) => results,
-            Err(e) => {
+            Err(e) if is_unavailable(&e) || batch.len() == 1 => {
                 tracing::warn!(error = %e, changes = batch.len(), "a SQLite commit failed");
                 let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                held = None;
                 if conn.ping().await.is_err() {
                     match options.connect().await {
                         Ok(fresh) => conn = fresh,
@@ -949,6 +989,27 @@ async fn write_loop(
                 let e = StoreError::from(e);
                 batch.iter().map(|_| Err(e.clone())).collect()
             }
+            Err(_) => {
+                // One change failed for a reason of its own (not the database's): nothing of
+                // the batch was kept; commit each alone, so that only that one fails.
+                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                held = before;
+                let mut results = Vec::with_capacity(batch.len());
+                for job in &batch {
+                    let one = std::slice::from_ref(job);
+                    results.push(match write_batch(&mut conn, one, &mut held).await {
+                        Ok(mut one) => one
+                            .pop()
+                            .unwrap_or(Err(StoreError::Internal("no result".into()))),
+                        Err(e) => {
+                            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                            held = None;
+                            Err(e.into())
+                        }
+                    });
+                }
+                results
+            }
         };
         for (job, result) in batch.drain(..).zip(results) {
             let _ = job.done.send(result);
@@ -956,36 +1017,24 @@ async fn write_loop(
     }
 }
 
+/// Applies `batch` in one transaction (a lone one-statement change commits by itself: a
+/// round trip to SQLite's thread costs as much as a statement). A refused change wrote
+/// nothing (each checks before it writes), so it does not hold the others back. `held`
+/// follows the number of sessions.
 async fn write_batch(
     conn: &mut SqliteConnection,
     batch: &[Job],
+    held: &mut Option<i64>,
 ) -> Result<Vec<StoreResult<Done>>, sqlx::Error> {
+    if let [job] = batch
+        && job.op.is_one_statement()
+    {
+        return Ok(vec![Ok(queries::sqlite::apply(conn, &job.op, held).await?)]);
+    }
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     let mut out = Vec::with_capacity(batch.len());
     for job in batch {
-        sqlx::query("SAVEPOINT change").execute(&mut *conn).await?;
-        let keep = match queries::sqlite::apply(conn, &job.op).await {
-            Ok(Done::Refused(e)) => {
-                out.push(Ok(Done::Refused(e)));
-                false
-            }
-            Ok(done) => {
-                out.push(Ok(done));
-                true
-            }
-            // Out of disk, or the file went away: the whole batch fails, none is acknowledged.
-            Err(e) if is_unavailable(&e) => return Err(e),
-            Err(e) => {
-                out.push(Err(e.into()));
-                false
-            }
-        };
-        if !keep {
-            sqlx::query("ROLLBACK TO change")
-                .execute(&mut *conn)
-                .await?;
-        }
-        sqlx::query("RELEASE change").execute(&mut *conn).await?;
+        out.push(Ok(queries::sqlite::apply(conn, &job.op, held).await?));
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(out)

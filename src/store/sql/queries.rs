@@ -31,15 +31,26 @@ macro_rules! dialect {
 
             type Conn = $conn;
 
-            /// Applies one change (inside the caller's transaction).
-            pub async fn apply(c: &mut Conn, op: &Op) -> Result<Done, sqlx::Error> {
+            /// Applies one change (inside the caller's transaction, unless it is one
+            /// statement: [`Op::is_one_statement`]). `held` is the number of sessions when
+            /// the caller knows it (the SQLite writer counts them), kept up to date here.
+            pub async fn apply(c: &mut Conn, op: &Op, held: &mut Option<i64>) -> Result<Done, sqlx::Error> {
                 match op {
-                    Op::Insert(i) => insert(c, i).await,
+                    Op::Insert(i) => {
+                        let done = insert(c, i, *held).await?;
+                        if let (Done::Seq(_), Some(n)) = (&done, held.as_mut()) {
+                            *n += 1;
+                        }
+                        Ok(done)
+                    }
                     Op::Delete { id } => {
                         let r = sqlx::query("DELETE FROM sessions WHERE id = $1")
                             .bind(id.as_str())
                             .execute(&mut *c)
                             .await?;
+                        if let Some(n) = held.as_mut() {
+                            *n -= r.rows_affected() as i64;
+                        }
                         Ok(Done::Existed(r.rows_affected() > 0))
                     }
                     Op::DeleteIdle { id, cutoff } => {
@@ -48,6 +59,9 @@ macro_rules! dialect {
                             .bind(*cutoff)
                             .execute(&mut *c)
                             .await?;
+                        if let Some(n) = held.as_mut() {
+                            *n -= r.rows_affected() as i64;
+                        }
                         Ok(Done::Existed(r.rows_affected() > 0))
                     }
                     Op::Touch { id, touched } => {
@@ -61,15 +75,13 @@ macro_rules! dialect {
                         Ok(Done::Existed(true))
                     }
                     Op::Dataset { id, touched, dataset } => {
-                        let stamp = bump(c, id, *touched, "dataset_gen = dataset_gen + 1,").await?;
-                        if stamp.is_some() {
-                            sqlx::query("DELETE FROM datasets WHERE session_id = $1")
-                                .bind(id.as_str())
-                                .execute(&mut *c)
-                                .await?;
-                            insert_dataset(c, id, dataset).await?;
-                        }
-                        Ok(Done::Stamp(stamp))
+                        let Some((seq, stamp)) =
+                            bump(c, id, *touched, "dataset_gen = dataset_gen + 1,").await?
+                        else {
+                            return Ok(Done::Stamp(None));
+                        };
+                        put_dataset(c, seq, dataset).await?;
+                        Ok(Done::Stamp(Some(stamp)))
                     }
                     Op::Weights { id, touched, params } => {
                         let stamp = bump(
@@ -79,14 +91,15 @@ macro_rules! dialect {
                             "history_gen = history_gen + 1, epochs = 0, initial_loss = NULL,",
                         )
                         .await?;
-                        if stamp.is_some() {
-                            sqlx::query("DELETE FROM history WHERE session_id = $1")
-                                .bind(id.as_str())
-                                .execute(&mut *c)
-                                .await?;
-                            set_params(c, id, params).await?;
-                        }
-                        Ok(Done::Stamp(stamp))
+                        let Some((seq, stamp)) = stamp else {
+                            return Ok(Done::Stamp(None));
+                        };
+                        sqlx::query("DELETE FROM history WHERE session = $1")
+                            .bind(seq)
+                            .execute(&mut *c)
+                            .await?;
+                        set_params(c, seq, params).await?;
+                        Ok(Done::Stamp(Some(stamp)))
                     }
                     Op::Trained { id, touched, params, first_epoch, losses, epochs, initial_loss } => {
                         // `epochs = $4`: the history this train extends is the one stored;
@@ -96,7 +109,7 @@ macro_rules! dialect {
                              initial_loss = $5, \
                              touched_at = CASE WHEN touched_at < $2 THEN $2 ELSE touched_at END \
                              WHERE id = $1 AND epochs = $4 \
-                             RETURNING version, dataset_gen, history_gen",
+                             RETURNING seq, version, dataset_gen, history_gen",
                         )
                         .bind(id.as_str())
                         .bind(*touched)
@@ -105,9 +118,9 @@ macro_rules! dialect {
                         .bind(*initial_loss)
                         .fetch_optional(&mut *c)
                         .await?
-                        .map(|r| stamp_of(&r))
+                        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>("seq")?, stamp_of(&r)?)))
                         .transpose()?;
-                        let Some(stamp) = stamp else {
+                        let Some((seq, stamp)) = stamp else {
                             let exists = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
                                 .bind(id.as_str())
                                 .fetch_optional(&mut *c)
@@ -122,14 +135,14 @@ macro_rules! dialect {
                             return Ok(Done::Stamp(None));
                         };
                         if let Some(params) = params {
-                            set_params(c, id, params).await?;
+                            set_params(c, seq, params).await?;
                         }
                         if !losses.is_empty() {
                             sqlx::query(
-                                "INSERT INTO history (session_id, first_epoch, losses) \
+                                "INSERT INTO history (session, first_epoch, losses) \
                                  VALUES ($1, $2, $3)",
                             )
-                            .bind(id.as_str())
+                            .bind(seq)
                             .bind(*first_epoch)
                             .bind(losses.as_slice())
                             .execute(&mut *c)
@@ -162,16 +175,17 @@ macro_rules! dialect {
                 }
             }
 
-            async fn insert(c: &mut Conn, i: &Insert) -> Result<Done, sqlx::Error> {
+            async fn insert(c: &mut Conn, i: &Insert, held: Option<i64>) -> Result<Done, sqlx::Error> {
                 if $pg {
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
                         .bind(CREATE_LOCK)
                         .execute(&mut *c)
                         .await?;
                 }
-                let held: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
-                    .fetch_one(&mut *c)
-                    .await?;
+                let held = match held {
+                    Some(n) => n,
+                    None => count(c, None).await?,
+                };
                 if held >= i.max {
                     return Ok(too_many(i.max, None));
                 }
@@ -208,19 +222,19 @@ macro_rules! dialect {
                 .bind(i.initial_loss)
                 .fetch_one(&mut *c)
                 .await?;
-                sqlx::query("INSERT INTO weights (session_id, params) VALUES ($1, $2)")
-                    .bind(i.id.as_str())
+                sqlx::query("INSERT INTO weights (session, params) VALUES ($1, $2)")
+                    .bind(seq)
                     .bind(i.params.as_slice())
                     .execute(&mut *c)
                     .await?;
                 if let Some(d) = &i.dataset {
-                    insert_dataset(c, &i.id, d).await?;
+                    put_dataset(c, seq, d).await?;
                 }
                 if let Some(losses) = &i.history {
                     sqlx::query(
-                        "INSERT INTO history (session_id, first_epoch, losses) VALUES ($1, 0, $2)",
+                        "INSERT INTO history (session, first_epoch, losses) VALUES ($1, 0, $2)",
                     )
-                    .bind(i.id.as_str())
+                    .bind(seq)
                     .bind(losses.as_slice())
                     .execute(&mut *c)
                     .await?;
@@ -229,42 +243,46 @@ macro_rules! dialect {
             }
 
             /// Raises the session's version (and what `set` says), moves its clock forward;
-            /// `None` if it is gone.
+            /// its `seq` and new stamp, or `None` if it is gone.
             async fn bump(
                 c: &mut Conn,
                 id: &str,
                 touched: i64,
                 set: &str,
-            ) -> Result<Option<Stamp>, sqlx::Error> {
+            ) -> Result<Option<(i64, Stamp)>, sqlx::Error> {
                 let sql = format!(
                     "UPDATE sessions SET {set} version = version + 1, \
                      touched_at = CASE WHEN touched_at < $2 THEN $2 ELSE touched_at END \
-                     WHERE id = $1 RETURNING version, dataset_gen, history_gen"
+                     WHERE id = $1 RETURNING seq, version, dataset_gen, history_gen"
                 );
                 sqlx::query(&sql)
                     .bind(id)
                     .bind(touched)
                     .fetch_optional(&mut *c)
                     .await?
-                    .map(|r| stamp_of(&r))
+                    .map(|r| Ok((r.try_get("seq")?, stamp_of(&r)?)))
                     .transpose()
             }
 
-            async fn set_params(c: &mut Conn, id: &str, params: &[u8]) -> Result<(), sqlx::Error> {
-                sqlx::query("UPDATE weights SET params = $2 WHERE session_id = $1")
-                    .bind(id)
+            async fn set_params(c: &mut Conn, seq: i64, params: &[u8]) -> Result<(), sqlx::Error> {
+                sqlx::query("UPDATE weights SET params = $2 WHERE session = $1")
+                    .bind(seq)
                     .bind(params)
                     .execute(&mut *c)
                     .await?;
                 Ok(())
             }
 
-            async fn insert_dataset(c: &mut Conn, id: &str, d: &DatasetRow) -> Result<(), sqlx::Error> {
+            /// Sets (or replaces) the session's dataset.
+            async fn put_dataset(c: &mut Conn, seq: i64, d: &DatasetRow) -> Result<(), sqlx::Error> {
                 sqlx::query(
-                    "INSERT INTO datasets (session_id, builtin, sample_shape, samples, x, y) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO datasets (session, builtin, sample_shape, samples, x, y) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (session) DO UPDATE SET builtin = excluded.builtin, \
+                     sample_shape = excluded.sample_shape, samples = excluded.samples, \
+                     x = excluded.x, y = excluded.y",
                 )
-                .bind(id)
+                .bind(seq)
                 .bind(d.builtin.as_deref())
                 .bind(d.sample_shape.as_str())
                 .bind(d.samples)
@@ -325,18 +343,19 @@ macro_rules! dialect {
                     return Ok(None);
                 };
                 let stamp = stamp_of(&r)?;
+                let seq: i64 = r.try_get("seq")?;
                 let params: Vec<u8> =
-                    sqlx::query_scalar("SELECT params FROM weights WHERE session_id = $1")
-                        .bind(id)
+                    sqlx::query_scalar("SELECT params FROM weights WHERE session = $1")
+                        .bind(seq)
                         .fetch_one(&mut *c)
                         .await?;
                 let dataset = match since {
                     Some(s) if s.dataset_gen == stamp.dataset_gen => DatasetRead::Unchanged,
                     _ => match sqlx::query(
                         "SELECT builtin, sample_shape, samples, x, y FROM datasets \
-                         WHERE session_id = $1",
+                         WHERE session = $1",
                     )
-                    .bind(id)
+                    .bind(seq)
                     .fetch_optional(&mut *c)
                     .await?
                     {
@@ -356,9 +375,9 @@ macro_rules! dialect {
                 };
                 let chunks = sqlx::query(
                     "SELECT first_epoch, losses FROM history \
-                     WHERE session_id = $1 AND first_epoch >= $2 ORDER BY first_epoch",
+                     WHERE session = $1 AND first_epoch >= $2 ORDER BY first_epoch",
                 )
-                .bind(id)
+                .bind(seq)
                 .bind(history_from)
                 .fetch_all(&mut *c)
                 .await?
@@ -366,7 +385,7 @@ macro_rules! dialect {
                 .map(|h| Ok((h.try_get("first_epoch")?, h.try_get("losses")?)))
                 .collect::<Result<Vec<(i64, Vec<u8>)>, sqlx::Error>>()?;
                 Ok(Some(RawSession {
-                    seq: r.try_get("seq")?,
+                    seq,
                     owner: r.try_get("owner")?,
                     created_at: r.try_get("created_at")?,
                     touched: r.try_get("touched_at")?,
