@@ -28,8 +28,8 @@ const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
 /// The methods probed on every path (HEAD follows GET in axum, and OPTIONS is not served).
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 
-/// The contract's error codes, from its table of errors.
-const CONTRACT_CODES: [&str; 15] = [
+/// The contract's error codes, from its table of errors (those this server answers so far).
+const CONTRACT_CODES: [&str; 17] = [
     "invalid_json",
     "invalid_request",
     "unauthorized",
@@ -44,6 +44,8 @@ const CONTRACT_CODES: [&str; 15] = [
     "too_large",
     "non_finite_result",
     "too_many_sessions",
+    "conflict",
+    "unavailable",
     "internal_error",
 ];
 
@@ -1010,6 +1012,10 @@ async fn a_notebook_session_answers_as_the_spec_says() {
     assert_eq!(
         app.get("/healthz").await.expect(200),
         json!({"status": "ok"})
+    );
+    assert_eq!(
+        app.get("/readyz").await.expect(200),
+        json!({"status": "ready"})
     );
     let served = app.get("/openapi.yaml").await;
     served.expect(200);

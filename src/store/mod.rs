@@ -801,6 +801,83 @@ mod tests {
         }
     }
 
+    fn a_session() -> Session {
+        let init = Init::NumpyRand { seed: 0 };
+        let net = Network::new(crate::nn::NetConfig::new(vec![4, 3]), &init).unwrap();
+        Session {
+            net: Arc::new(net),
+            init: (&init).into(),
+            dataset: None,
+            history: History::default(),
+            initial_loss: None,
+        }
+    }
+
+    /// Keys at the store level (issue 9 builds the routes on this), in memory and in SQLite,
+    /// where they outlive the process; PostgreSQL's are in tests/replicas.rs.
+    #[tokio::test]
+    async fn keys_own_sessions_and_are_kept_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_sessions: 10,
+            ttl_secs: 0,
+        };
+        for location in [
+            Location::Memory,
+            Location::Sqlite(dir.path().join("keys.db")),
+        ] {
+            let store = Store::open(&location, limits.clone()).await.unwrap();
+            let made = store.create_key("alice", "h-a").await.unwrap();
+            assert_eq!((made.name.as_str(), made.hash.as_str()), ("alice", "h-a"));
+            assert!(matches!(
+                store.create_key("alice", "h-x").await,
+                Err(StoreError::KeyExists(name)) if name == "alice"
+            ));
+            store.create_key("bob", "h-b").await.unwrap();
+            let alice = Owner {
+                name: "alice",
+                max_sessions: 2,
+            };
+            let s = store.insert(a_session(), Some(alice)).await.unwrap();
+            store.insert(a_session(), Some(alice)).await.unwrap();
+            assert!(matches!(
+                store.insert(a_session(), Some(alice)).await,
+                Err(StoreError::TooManySessions { limit: 2, owner: Some(o) }) if o == "alice"
+            ));
+            store.insert(a_session(), None).await.unwrap();
+            assert_eq!(store.count(Some("alice")).await.unwrap(), 2, "{location}");
+            assert_eq!(store.count(None).await.unwrap(), 3, "{location}");
+            let (page, total) = store.list(0, 10, Some("alice")).await.unwrap();
+            assert_eq!((page.len(), total), (2, 2));
+            assert!(page.iter().all(|e| e.owner.as_deref() == Some("alice")));
+
+            let kept = if location == Location::Memory {
+                store
+            } else {
+                drop(store);
+                Store::open(&location, limits.clone()).await.unwrap()
+            };
+            let keys: Vec<(String, usize)> = kept
+                .keys()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.key.name, k.sessions))
+                .collect();
+            assert_eq!(keys, [("alice".into(), 2), ("bob".into(), 0)], "{location}");
+            let found = kept.key_by_hash("h-b").await.unwrap().unwrap();
+            assert_eq!(found.name, "bob");
+            assert!(kept.delete_key("alice").await.unwrap());
+            assert!(!kept.delete_key("alice").await.unwrap());
+            assert_eq!(kept.key_by_hash("h-a").await.unwrap(), None);
+            // Revoking a key leaves its sessions.
+            assert_eq!(
+                kept.get(&s.id).await.unwrap().owner.as_deref(),
+                Some("alice")
+            );
+        }
+    }
+
     #[test]
     fn the_clock_second_rounds_up() {
         assert_eq!(clock_second(5000), 5);
