@@ -6,11 +6,13 @@
 //!
 //! A grade flow is what the course server does per submission: create the notebook's
 //! session, put the built-in dataset, train 100 epochs, read the gradient, predict the six
-//! samples, delete the session. `CLIENTS` clients run flows back to back against the
-//! release binary started with `--database memory`, then `sqlite:` (a fresh file, the
+//! samples, delete the session. A few clients (4, then 16) run flows back to back against
+//! the release binary started with `--database memory`, then `sqlite:` (a fresh file, the
 //! default store) and `postgres://` (a PostgreSQL this bench starts, as the tests do), in
 //! interleaved rounds so all three see the same machine; the figures are medians and
-//! ratios to `memory`. The goal: SQLite at least 50% of memory.
+//! ratios to `memory`. The goal: SQLite at least 50% of memory. Every write a flow makes
+//! (four of its six requests) waits for an fsync before its answer, so the bench also
+//! measures this disk's fsync latency meanwhile: it is the floor under each of them.
 //!
 //! Then the restart: 10,000 sessions stored in SQLite (each with the dataset and 100
 //! epochs of history), the server killed (`kill -9`) and started again; the time from exec
@@ -38,7 +40,11 @@ use client::Client;
 use postgres::PgServer;
 use server::ServerProcess;
 
-const CLIENTS: usize = 4;
+/// Concurrent clients, in turn: "a few", then a busier course server.
+const CLIENTS: [usize; 2] = [4, 16];
+
+/// Clients that fill the database for the restart.
+const FILLERS: usize = 4;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -85,12 +91,12 @@ async fn flow(c: &Client) {
     c.delete(&s).await.expect(204);
 }
 
-/// Flows per second with `CLIENTS` clients for `secs`.
-async fn rate(base: &str, secs: u64) -> f64 {
+/// Flows per second with `clients` clients for `secs`.
+async fn rate(base: &str, clients: usize, secs: u64) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..clients)
         .map(|_| {
             let (c, done, stop) = (Client::new(base), done.clone(), stop.clone());
             tokio::spawn(async move {
@@ -150,23 +156,64 @@ async fn flows() {
     ];
     // Warm up each (connections, caches, the first pages of each database).
     for s in &servers {
-        rate(&s.base, 1).await;
+        rate(&s.base, 4, 1).await;
     }
-    let mut seen: [Vec<f64>; 3] = Default::default();
+    let fsync = {
+        let probe = dir.path().join("fsync.probe");
+        tokio::task::spawn_blocking(move || fsync_ms(&probe))
+    };
+    let mut seen: [[Vec<f64>; 3]; CLIENTS.len()] = Default::default();
     for round in 0..rounds {
-        for (k, s) in servers.iter().enumerate() {
-            let r = rate(&s.base, secs).await;
-            eprintln!("round {round}: {:<8} {r:8.1} flows/s", stores[k].0);
-            seen[k].push(r);
+        for (c, &clients) in CLIENTS.iter().enumerate() {
+            for (k, s) in servers.iter().enumerate() {
+                let r = rate(&s.base, clients, secs).await;
+                eprintln!(
+                    "round {round}: {clients:>2} clients {:<8} {r:8.1} flows/s",
+                    stores[k].0
+                );
+                seen[c][k].push(r);
+            }
         }
     }
-    let memory = median(seen[0].clone());
-    println!("\ngrade flows per second ({CLIENTS} clients, {rounds} rounds of {secs} s, medians):");
-    println!("{:<10} {:>10} {:>10}", "store", "flows/s", "vs memory");
-    for (k, (name, _)) in stores.iter().enumerate() {
-        let m = median(seen[k].clone());
-        println!("{name:<10} {m:>10.1} {:>9.0}%", 100.0 * m / memory);
+    let fsync = fsync.await.expect("the fsync probe");
+    println!("\ngrade flows per second ({rounds} rounds of {secs} s, medians):");
+    println!(
+        "{:>8} {:<10} {:>10} {:>10}",
+        "clients", "store", "flows/s", "vs memory"
+    );
+    for (c, clients) in CLIENTS.iter().enumerate() {
+        let memory = median(seen[c][0].clone());
+        for (k, (name, _)) in stores.iter().enumerate() {
+            let m = median(seen[c][k].clone());
+            println!(
+                "{clients:>8} {name:<10} {m:>10.1} {:>9.0}%",
+                100.0 * m / memory
+            );
+        }
     }
+    println!(
+        "fsync of a 4 KiB write on this disk meanwhile: median {:.2} ms, p90 {:.2} ms",
+        fsync.0, fsync.1
+    );
+}
+
+/// The median and 90th percentile of write-then-fdatasync of 4 KiB, in ms, sampled while
+/// the rounds run (a commit waits for one of these).
+fn fsync_ms(path: &std::path::Path) -> (f64, f64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path).expect("the fsync probe file");
+    let mut seen = Vec::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        let t = Instant::now();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(&[7u8; 4096]).unwrap();
+        f.sync_data().unwrap();
+        seen.push(t.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen.sort_by(f64::total_cmp);
+    (seen[seen.len() / 2], seen[seen.len() * 9 / 10])
 }
 
 async fn restart() {
@@ -176,7 +223,7 @@ async fn restart() {
     let mut server = start(config(db.clone())).await;
     let filled = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..CLIENTS)
+    let tasks: Vec<_> = (0..FILLERS)
         .map(|_| {
             let (c, next) = (Client::new(&server.base), next.clone());
             tokio::spawn(async move {
