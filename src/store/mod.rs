@@ -753,6 +753,7 @@ impl Change {
                         &session,
                         &part,
                         touched,
+                        stamp.version,
                     )
                     .await?;
                 // None: deleted meanwhile; the state is still published (to nobody) and answered.

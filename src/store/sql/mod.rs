@@ -21,6 +21,7 @@
 
 mod codec;
 mod queries;
+mod writes;
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
@@ -64,6 +65,10 @@ const START_WAIT: Duration = Duration::from_secs(30);
 /// lock lives on it), the rest serve short queries. Two replicas stay well under
 /// PostgreSQL's default `max_connections` of 100.
 const PG_CONNECTIONS: u32 = 32;
+
+/// The advisory lock (PostgreSQL) that creates take, so that two replicas cannot both
+/// count 9999 sessions and both add one. An arbitrary constant: "backprop" in ASCII.
+const CREATE_LOCK: i64 = 0x6261_636b_7072_6f70;
 
 /// Most changes the SQLite writer commits in one transaction.
 const MAX_BATCH: usize = 64;
@@ -180,19 +185,24 @@ enum Op {
         id: String,
         touched: i64,
     },
+    /// A change to the session at `version` (the state its writer holds); a session at
+    /// another version is left as it is (see `writes.rs`).
     Dataset {
         id: String,
         touched: i64,
+        version: i64,
         dataset: DatasetRow,
     },
     Weights {
         id: String,
         touched: i64,
+        version: i64,
         params: Vec<u8>,
     },
     Trained {
         id: String,
         touched: i64,
+        version: i64,
         /// `None` when no update was applied (only `initial_loss` is new).
         params: Option<Vec<u8>>,
         first_epoch: i64,
@@ -202,20 +212,6 @@ enum Op {
     },
     CreateKey(KeyRecord),
     DeleteKey(String),
-}
-
-impl Op {
-    /// Whether this change is one statement, so it needs no transaction around it.
-    fn is_one_statement(&self) -> bool {
-        matches!(
-            self,
-            Self::Delete { .. }
-                | Self::DeleteIdle { .. }
-                | Self::Touch { .. }
-                | Self::CreateKey(_)
-                | Self::DeleteKey(_)
-        )
-    }
 }
 
 /// What a write did.
@@ -436,12 +432,20 @@ impl Db {
                     }
                 };
                 let mut tx = conn.begin().await?;
-                let done = queries::postgres::apply(&mut tx, &op, &mut None).await?;
-                if matches!(done, Done::Refused(_)) {
-                    tx.rollback().await?;
-                } else {
-                    tx.commit().await?;
+                if matches!(op, Op::Insert(_)) {
+                    // Creates take turns across replicas, so the count they check is exact.
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(CREATE_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
                 }
+                let reports = queries::postgres::run(&mut tx, &writes::statements(&op, 0)).await?;
+                let done = match writes::verdict(&op, reports.first().copied()) {
+                    writes::Verdict::Done(done) => done,
+                    writes::Verdict::Ask => queries::postgres::why(&mut tx, &op).await?,
+                };
+                // A change that reports nothing wrote nothing: committing is as good as not.
+                tx.commit().await?;
                 done
             }
         };
@@ -669,6 +673,7 @@ impl Db {
         session: &Session,
         part: &Part,
         touched: i64,
+        version: i64,
     ) -> StoreResult<Option<Stamp>> {
         let id = id.to_owned();
         let op = match part {
@@ -683,6 +688,7 @@ impl Db {
                 Op::Dataset {
                     id,
                     touched,
+                    version,
                     dataset,
                 }
             }
@@ -695,6 +701,7 @@ impl Db {
                 Op::Weights {
                     id,
                     touched,
+                    version,
                     params,
                 }
             }
@@ -713,6 +720,7 @@ impl Db {
                 Op::Trained {
                     id,
                     touched,
+                    version,
                     params,
                     first_epoch: i64::try_from(*from).unwrap_or(i64::MAX),
                     losses: codec::blob(losses, losses.len()),
@@ -877,7 +885,10 @@ async fn open_sqlite(path: &Path) -> StoreResult<Db> {
     }
     let options = SqliteConnectOptions::new()
         .filename(path)
-        .busy_timeout(ACQUIRE_TIMEOUT);
+        .busy_timeout(ACQUIRE_TIMEOUT)
+        // The writer's batches are cached prepared statements by their shape (which changes
+        // in what order): keep many.
+        .statement_cache_capacity(1024);
     let mut conn = options
         .connect()
         .await
@@ -967,19 +978,12 @@ async fn write_loop(
     mut jobs: mpsc::Receiver<Job>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // Sessions in the file: counted once, then kept by the changes (this is the only writer).
-    let mut held = None;
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if held.is_none() {
-            held = queries::sqlite::count(&mut conn, None).await.ok();
-        }
-        let before = held;
-        let results = match write_batch(&mut conn, &batch, &mut held).await {
+        let results = match write_batch(&mut conn, &batch).await {
             Ok(results) => results,
             Err(e) if is_unavailable(&e) || batch.len() == 1 => {
                 tracing::warn!(error = %e, changes = batch.len(), "a SQLite commit failed");
                 let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-                held = None;
                 if conn.ping().await.is_err() {
                     match options.connect().await {
                         Ok(fresh) => conn = fresh,
@@ -993,17 +997,15 @@ async fn write_loop(
                 // One change failed for a reason of its own (not the database's): nothing of
                 // the batch was kept; commit each alone, so that only that one fails.
                 let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-                held = before;
                 let mut results = Vec::with_capacity(batch.len());
                 for job in &batch {
                     let one = std::slice::from_ref(job);
-                    results.push(match write_batch(&mut conn, one, &mut held).await {
+                    results.push(match write_batch(&mut conn, one).await {
                         Ok(mut one) => one
                             .pop()
                             .unwrap_or(Err(StoreError::Internal("no result".into()))),
                         Err(e) => {
                             let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-                            held = None;
                             Err(e.into())
                         }
                     });
@@ -1017,26 +1019,41 @@ async fn write_loop(
     }
 }
 
-/// Applies `batch` in one transaction (a lone one-statement change commits by itself: a
-/// round trip to SQLite's thread costs as much as a statement). A refused change wrote
-/// nothing (each checks before it writes), so it does not hold the others back. `held`
-/// follows the number of sessions.
+/// Applies `batch` as one transaction in one round trip (`writes.rs` says why and how);
+/// then asks why each change that wrote nothing did not.
 async fn write_batch(
     conn: &mut SqliteConnection,
     batch: &[Job],
-    held: &mut Option<i64>,
 ) -> Result<Vec<StoreResult<Done>>, sqlx::Error> {
-    if let [job] = batch
-        && job.op.is_one_statement()
-    {
-        return Ok(vec![Ok(queries::sqlite::apply(conn, &job.op, held).await?)]);
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    let mut args = Vec::new();
+    let statements: Vec<Vec<writes::Stmt<'_>>> = batch
+        .iter()
+        .enumerate()
+        .map(|(k, job)| writes::statements(&job.op, k as i64))
+        .collect();
+    for stmt in statements.iter().flatten() {
+        writes::append(&mut sql, stmt, args.len());
+        args.extend_from_slice(&stmt.args);
     }
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    sql.push_str("COMMIT;");
+    let mut reports = vec![None; batch.len()];
+    for r in queries::sqlite::run_batch(conn, &sql, &args).await? {
+        if let Some(slot) = usize::try_from(r.change)
+            .ok()
+            .and_then(|k| reports.get_mut(k))
+        {
+            *slot = Some(r);
+        }
+    }
     let mut out = Vec::with_capacity(batch.len());
-    for job in batch {
-        out.push(Ok(queries::sqlite::apply(conn, &job.op, held).await?));
+    for (job, report) in batch.iter().zip(reports) {
+        let done = match writes::verdict(&job.op, report) {
+            writes::Verdict::Done(done) => done,
+            writes::Verdict::Ask => queries::sqlite::why(conn, &job.op).await?,
+        };
+        out.push(Ok(done));
     }
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(out)
 }
 

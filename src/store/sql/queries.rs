@@ -1,21 +1,18 @@
-//! Every statement, written once for both databases.
+//! The reads, and the runners of the writes (`writes.rs`), for both databases.
 //!
 //! The SQL text is the same for SQLite and PostgreSQL (`$N` parameters, `RETURNING`,
 //! `CASE` rather than `max`/`GREATEST`); what differs is the connection type sqlx checks it
 //! against, so the functions are stamped out per database by `dialect!` instead of being
 //! generic over sqlx's `Database` (whose bounds for "an executor that takes these types"
-//! would outweigh the code). `pg` marks the few PostgreSQL-only steps: the advisory lock that
-//! makes the session count exact across replicas, and the snapshot isolation of a read.
+//! would outweigh the code). `pg` marks the one PostgreSQL-only step of a read: its
+//! snapshot isolation.
 
 use sqlx::Row;
 
 use super::codec::DatasetRow;
-use super::{DatasetRead, Done, Insert, Op, RawSession, RowState, Since};
+use super::writes::{Arg, Report, Stmt, own_text};
+use super::{DatasetRead, Done, Op, RawSession, RowState, Since};
 use crate::store::{KeyInfo, KeyRecord, Stamp, StoreError};
-
-/// The advisory lock (PostgreSQL) that creates take, so that two replicas cannot both
-/// count 9999 sessions and both add one. An arbitrary constant: "backprop" in ASCII.
-const CREATE_LOCK: i64 = 0x6261_636b_7072_6f70;
 
 fn too_many(limit: i64, owner: Option<&str>) -> Done {
     Done::Refused(StoreError::TooManySessions {
@@ -31,266 +28,87 @@ macro_rules! dialect {
 
             type Conn = $conn;
 
-            /// Applies one change (inside the caller's transaction, unless it is one
-            /// statement: [`Op::is_one_statement`]). `held` is the number of sessions when
-            /// the caller knows it (the SQLite writer counts them), kept up to date here.
-            pub async fn apply(c: &mut Conn, op: &Op, held: &mut Option<i64>) -> Result<Done, sqlx::Error> {
+            type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
+
+            fn bind_all<'q>(mut q: Query<'q>, args: &[Arg<'q>]) -> Query<'q> {
+                for a in args {
+                    q = match *a {
+                        Arg::Int(v) => q.bind(v),
+                        Arg::MaybeInt(v) => q.bind(v),
+                        Arg::Real(v) => q.bind(v),
+                        Arg::Text(v) => q.bind(v),
+                        Arg::Blob(v) => q.bind(v),
+                        Arg::Bool(v) => q.bind(v),
+                    };
+                }
+                q
+            }
+
+            fn report_of(r: &<$db as sqlx::Database>::Row) -> Result<Report, sqlx::Error> {
+                Ok(Report {
+                    change: r.try_get(0)?,
+                    seq: r.try_get(1)?,
+                    stamp: Stamp {
+                        version: r.try_get(2)?,
+                        dataset_gen: r.try_get(3)?,
+                        history_gen: r.try_get(4)?,
+                    },
+                })
+            }
+
+            /// Runs statements one at a time; what they reported (PostgreSQL's way).
+            #[allow(dead_code, reason = "SQLite runs its batches with `run_batch`")]
+            pub async fn run(c: &mut Conn, stmts: &[Stmt<'_>]) -> Result<Vec<Report>, sqlx::Error> {
+                let mut out = Vec::new();
+                for stmt in stmts {
+                    let text = own_text(stmt);
+                    for row in bind_all(sqlx::query(&text), &stmt.args).fetch_all(&mut *c).await? {
+                        out.push(report_of(&row)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            /// Runs one multi-statement query (SQLite's batches); what it reported.
+            #[allow(dead_code, reason = "PostgreSQL takes one statement at a time")]
+            pub async fn run_batch(
+                c: &mut Conn,
+                sql: &str,
+                args: &[Arg<'_>],
+            ) -> Result<Vec<Report>, sqlx::Error> {
+                bind_all(sqlx::query(sql), args)
+                    .fetch_all(&mut *c)
+                    .await?
+                    .iter()
+                    .map(report_of)
+                    .collect()
+            }
+
+            /// Why a change wrote nothing (its first statement reported nothing).
+            pub async fn why(c: &mut Conn, op: &Op) -> Result<Done, sqlx::Error> {
                 match op {
                     Op::Insert(i) => {
-                        let done = insert(c, i, *held).await?;
-                        if let (Done::Seq(_), Some(n)) = (&done, held.as_mut()) {
-                            *n += 1;
+                        if let (Some(owner), Some(max)) = (&i.owner, i.owner_max)
+                            && count(c, Some(owner)).await? >= max
+                        {
+                            return Ok(too_many(max, Some(owner)));
                         }
-                        Ok(done)
+                        Ok(too_many(i.max, None))
                     }
-                    Op::Delete { id } => {
-                        let r = sqlx::query("DELETE FROM sessions WHERE id = $1")
-                            .bind(id.as_str())
-                            .execute(&mut *c)
-                            .await?;
-                        if let Some(n) = held.as_mut() {
-                            *n -= r.rows_affected() as i64;
-                        }
-                        Ok(Done::Existed(r.rows_affected() > 0))
-                    }
-                    Op::DeleteIdle { id, cutoff } => {
-                        let r = sqlx::query("DELETE FROM sessions WHERE id = $1 AND touched_at < $2")
-                            .bind(id.as_str())
-                            .bind(*cutoff)
-                            .execute(&mut *c)
-                            .await?;
-                        if let Some(n) = held.as_mut() {
-                            *n -= r.rows_affected() as i64;
-                        }
-                        Ok(Done::Existed(r.rows_affected() > 0))
-                    }
-                    Op::Touch { id, touched } => {
-                        sqlx::query(
-                            "UPDATE sessions SET touched_at = $2 WHERE id = $1 AND touched_at < $2",
-                        )
-                        .bind(id.as_str())
-                        .bind(*touched)
-                        .execute(&mut *c)
-                        .await?;
-                        Ok(Done::Existed(true))
-                    }
-                    Op::Dataset { id, touched, dataset } => {
-                        let Some((seq, stamp)) =
-                            bump(c, id, *touched, "dataset_gen = dataset_gen + 1,").await?
-                        else {
+                    Op::Dataset { id, .. } | Op::Weights { id, .. } | Op::Trained { id, .. } => {
+                        if row(c, id).await?.is_none() {
+                            // Deleted meanwhile.
                             return Ok(Done::Stamp(None));
-                        };
-                        put_dataset(c, seq, dataset).await?;
-                        Ok(Done::Stamp(Some(stamp)))
-                    }
-                    Op::Weights { id, touched, params } => {
-                        let stamp = bump(
-                            c,
-                            id,
-                            *touched,
-                            "history_gen = history_gen + 1, epochs = 0, initial_loss = NULL,",
-                        )
-                        .await?;
-                        let Some((seq, stamp)) = stamp else {
-                            return Ok(Done::Stamp(None));
-                        };
-                        sqlx::query("DELETE FROM history WHERE session = $1")
-                            .bind(seq)
-                            .execute(&mut *c)
-                            .await?;
-                        set_params(c, seq, params).await?;
-                        Ok(Done::Stamp(Some(stamp)))
-                    }
-                    Op::Trained { id, touched, params, first_epoch, losses, epochs, initial_loss } => {
-                        // `epochs = $4`: the history this train extends is the one stored;
-                        // anything else would be a lost update, refused rather than written.
-                        let stamp = sqlx::query(
-                            "UPDATE sessions SET version = version + 1, epochs = $3, \
-                             initial_loss = $5, \
-                             touched_at = CASE WHEN touched_at < $2 THEN $2 ELSE touched_at END \
-                             WHERE id = $1 AND epochs = $4 \
-                             RETURNING seq, version, dataset_gen, history_gen",
-                        )
-                        .bind(id.as_str())
-                        .bind(*touched)
-                        .bind(*epochs)
-                        .bind(*first_epoch)
-                        .bind(*initial_loss)
-                        .fetch_optional(&mut *c)
-                        .await?
-                        .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>("seq")?, stamp_of(&r)?)))
-                        .transpose()?;
-                        let Some((seq, stamp)) = stamp else {
-                            let exists = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
-                                .bind(id.as_str())
-                                .fetch_optional(&mut *c)
-                                .await?
-                                .is_some();
-                            if exists {
-                                return Ok(Done::Refused(StoreError::Internal(format!(
-                                    "session {id}: a train extended a history that is no longer \
-                                     the stored one (it holds another length than {first_epoch})"
-                                ))));
-                            }
-                            return Ok(Done::Stamp(None));
-                        };
-                        if let Some(params) = params {
-                            set_params(c, seq, params).await?;
                         }
-                        if !losses.is_empty() {
-                            sqlx::query(
-                                "INSERT INTO history (session, first_epoch, losses) \
-                                 VALUES ($1, $2, $3)",
-                            )
-                            .bind(seq)
-                            .bind(*first_epoch)
-                            .bind(losses.as_slice())
-                            .execute(&mut *c)
-                            .await?;
-                        }
-                        Ok(Done::Stamp(Some(stamp)))
+                        Ok(Done::Refused(StoreError::Internal(format!(
+                            "session {id}: a change was made to a state that is no longer the \
+                             stored one; refused rather than lose an update"
+                        ))))
                     }
-                    Op::CreateKey(k) => {
-                        let r = sqlx::query(
-                            "INSERT INTO keys (name, hash, created_at) VALUES ($1, $2, $3) \
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .bind(k.name.as_str())
-                        .bind(k.hash.as_str())
-                        .bind(k.created_at)
-                        .execute(&mut *c)
-                        .await?;
-                        if r.rows_affected() == 0 {
-                            return Ok(Done::Refused(StoreError::KeyExists(k.name.clone())));
-                        }
-                        Ok(Done::Existed(true))
-                    }
-                    Op::DeleteKey(name) => {
-                        let r = sqlx::query("DELETE FROM keys WHERE name = $1")
-                            .bind(name.as_str())
-                            .execute(&mut *c)
-                            .await?;
-                        Ok(Done::Existed(r.rows_affected() > 0))
-                    }
+                    _ => Ok(Done::Refused(StoreError::Internal(
+                        "a change reported nothing".into(),
+                    ))),
                 }
-            }
-
-            async fn insert(c: &mut Conn, i: &Insert, held: Option<i64>) -> Result<Done, sqlx::Error> {
-                if $pg {
-                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                        .bind(CREATE_LOCK)
-                        .execute(&mut *c)
-                        .await?;
-                }
-                let held = match held {
-                    Some(n) => n,
-                    None => count(c, None).await?,
-                };
-                if held >= i.max {
-                    return Ok(too_many(i.max, None));
-                }
-                if let (Some(owner), Some(max)) = (&i.owner, i.owner_max) {
-                    let held: i64 =
-                        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE owner = $1")
-                            .bind(owner.as_str())
-                            .fetch_one(&mut *c)
-                            .await?;
-                    if held >= max {
-                        return Ok(too_many(max, Some(owner)));
-                    }
-                }
-                let s = &i.settings;
-                let seq: i64 = sqlx::query_scalar(
-                    "INSERT INTO sessions (id, owner, created_at, touched_at, version, \
-                     dataset_gen, history_gen, layers, activation, learning_rate, \
-                     grad_reduction, bias, init_method, init_seed, epochs, initial_loss) \
-                     VALUES ($1, $2, $3, $4, 1, 0, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     RETURNING seq",
-                )
-                .bind(i.id.as_str())
-                .bind(i.owner.as_deref())
-                .bind(i.created_at)
-                .bind(i.touched)
-                .bind(s.layers.as_str())
-                .bind(s.activation)
-                .bind(s.learning_rate)
-                .bind(s.grad_reduction)
-                .bind(s.bias)
-                .bind(s.init_method)
-                .bind(s.init_seed)
-                .bind(i.epochs)
-                .bind(i.initial_loss)
-                .fetch_one(&mut *c)
-                .await?;
-                sqlx::query("INSERT INTO weights (session, params) VALUES ($1, $2)")
-                    .bind(seq)
-                    .bind(i.params.as_slice())
-                    .execute(&mut *c)
-                    .await?;
-                if let Some(d) = &i.dataset {
-                    put_dataset(c, seq, d).await?;
-                }
-                if let Some(losses) = &i.history {
-                    sqlx::query(
-                        "INSERT INTO history (session, first_epoch, losses) VALUES ($1, 0, $2)",
-                    )
-                    .bind(seq)
-                    .bind(losses.as_slice())
-                    .execute(&mut *c)
-                    .await?;
-                }
-                Ok(Done::Seq(seq))
-            }
-
-            /// Raises the session's version (and what `set` says), moves its clock forward;
-            /// its `seq` and new stamp, or `None` if it is gone.
-            async fn bump(
-                c: &mut Conn,
-                id: &str,
-                touched: i64,
-                set: &str,
-            ) -> Result<Option<(i64, Stamp)>, sqlx::Error> {
-                let sql = format!(
-                    "UPDATE sessions SET {set} version = version + 1, \
-                     touched_at = CASE WHEN touched_at < $2 THEN $2 ELSE touched_at END \
-                     WHERE id = $1 RETURNING seq, version, dataset_gen, history_gen"
-                );
-                sqlx::query(&sql)
-                    .bind(id)
-                    .bind(touched)
-                    .fetch_optional(&mut *c)
-                    .await?
-                    .map(|r| Ok((r.try_get("seq")?, stamp_of(&r)?)))
-                    .transpose()
-            }
-
-            async fn set_params(c: &mut Conn, seq: i64, params: &[u8]) -> Result<(), sqlx::Error> {
-                sqlx::query("UPDATE weights SET params = $2 WHERE session = $1")
-                    .bind(seq)
-                    .bind(params)
-                    .execute(&mut *c)
-                    .await?;
-                Ok(())
-            }
-
-            /// Sets (or replaces) the session's dataset.
-            async fn put_dataset(c: &mut Conn, seq: i64, d: &DatasetRow) -> Result<(), sqlx::Error> {
-                sqlx::query(
-                    "INSERT INTO datasets (session, builtin, sample_shape, samples, x, y) \
-                     VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (session) DO UPDATE SET builtin = excluded.builtin, \
-                     sample_shape = excluded.sample_shape, samples = excluded.samples, \
-                     x = excluded.x, y = excluded.y",
-                )
-                .bind(seq)
-                .bind(d.builtin.as_deref())
-                .bind(d.sample_shape.as_str())
-                .bind(d.samples)
-                .bind(d.x.as_deref())
-                .bind(d.y.as_deref())
-                .execute(&mut *c)
-                .await?;
-                Ok(())
             }
 
             fn stamp_of(r: &<$db as sqlx::Database>::Row) -> Result<Stamp, sqlx::Error> {
