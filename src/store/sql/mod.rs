@@ -1,9 +1,9 @@
 //! Sessions in SQLite (one process per file) or PostgreSQL (several replicas), through sqlx.
 //!
 //! SQLite: WAL mode with `synchronous = FULL`, so a commit is on disk when it returns. All
-//! writes go through one writer, on a thread of its own, that commits whatever has queued
-//! up meanwhile as one transaction (group commit: one fsync for a batch of concurrent
-//! requests). Reads (a session not yet in the cache, a listing) use a small pool of
+//! writes go through one writer task that commits whatever has queued up meanwhile as one
+//! transaction, sent as one query (group commit: one fsync and one round trip to sqlx's
+//! SQLite thread for a batch of concurrent requests; see `writes.rs`). Reads (a session not yet in the cache, a listing) use a small pool of
 //! read-only connections. The
 //! process holds an exclusive lock on the file: this process is its only writer, so its
 //! cache is the truth and is never re-validated.
@@ -937,7 +937,10 @@ async fn open_sqlite(path: &Path) -> StoreResult<Db> {
         .await
         .map_err(opened)?;
     let (writer, jobs) = mpsc::channel(1024);
-    spawn_writer(conn, writer_options, jobs)?;
+    // A task, not a thread of its own: a hand-off between tasks costs no wake-up of an OS
+    // thread, and on a busy machine each of those can wait for a core (measured: a third of
+    // the flows per second with a writer thread, benches/flows.rs).
+    tokio::spawn(write_loop(conn, writer_options, jobs));
     Ok(Db {
         backend: Backend::Sqlite(Lite {
             writer,
@@ -950,24 +953,6 @@ async fn open_sqlite(path: &Path) -> StoreResult<Db> {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// Starts the SQLite writer on a thread of its own, so that the round trips of its
-/// statements never wait behind the request handlers for a turn on the runtime.
-fn spawn_writer(
-    conn: SqliteConnection,
-    options: SqliteConnectOptions,
-    jobs: mpsc::Receiver<Job>,
-) -> StoreResult<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StoreError::Startup(format!("cannot start the SQLite writer: {e}")))?;
-    std::thread::Builder::new()
-        .name("sqlite-writer".into())
-        .spawn(move || rt.block_on(write_loop(conn, options, jobs)))
-        .map_err(|e| StoreError::Startup(format!("cannot start the SQLite writer: {e}")))?;
-    Ok(())
 }
 
 /// The SQLite writer: commits what has queued up as one transaction (one fsync for all of
