@@ -3,10 +3,10 @@
 //! SQLite: WAL mode with `synchronous = FULL`, so a commit is on disk when it returns. All
 //! writes go through one writer task that commits whatever has queued up meanwhile as one
 //! transaction, sent as one query (group commit: one fsync and one round trip to sqlx's
-//! SQLite thread for a batch of concurrent requests; see `writes.rs`). Reads (a session not yet in the cache, a listing) use a small pool of
-//! read-only connections. The
-//! process holds an exclusive lock on the file: this process is its only writer, so its
-//! cache is the truth and is never re-validated.
+//! SQLite thread for a batch of concurrent requests; see `writes.rs`). Reads (a session not
+//! yet in the cache, a listing) use a small pool of read-only connections. The process
+//! holds an exclusive lock on the file: this process is its only writer, so its cache is
+//! the truth and is never re-validated.
 //!
 //! PostgreSQL: every change is a transaction of its own (PostgreSQL groups concurrent
 //! commits itself). A replica's cached copy of a session is checked against the row's
