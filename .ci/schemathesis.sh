@@ -33,8 +33,8 @@ if [[ "$("$venv/bin/schemathesis" --version 2>/dev/null || true)" != *"version $
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$requirements"
 fi
 
-# Scratch space outside the repository: the server log, and the example database and
-# caches that schemathesis and hypothesis write into their working directory.
+# Scratch space outside the repository: the server log and its SQLite file, and the example
+# database and caches that schemathesis and hypothesis write into their working directory.
 work=$(mktemp -d)
 server_pid=
 cleanup() {
@@ -49,6 +49,7 @@ trap cleanup EXIT
 # A short training time limit keeps the largest `epochs` schemathesis draws (1,000,000) to a
 # couple of seconds per request; the contract's answer for it (status time_limit) is unchanged.
 NO_COLOR=1 RUST_LOG=warn,backprop_server=info "$bin" --addr 127.0.0.1:0 \
+    --database "sqlite:$work/schemathesis.db" \
     --train-time-limit-secs 2 >"$work/server.log" 2>&1 &
 server_pid=$!
 

@@ -54,7 +54,7 @@ if [[ -z $url ]]; then
     echo "-- cargo build --release --bin backprop-server (target dir $target)"
     cargo build --release --quiet --bin backprop-server
     NO_COLOR=1 RUST_LOG=warn,backprop_server=info "$target/release/backprop-server" \
-        --addr 127.0.0.1:0 >"$work/server.log" 2>&1 &
+        --addr 127.0.0.1:0 --database "sqlite:$work/soak.db" >"$work/server.log" 2>&1 &
     server_pid=$!
     addr=
     for _ in $(seq 1 300); do

@@ -5,6 +5,12 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::store::Location;
+
+/// Where sessions are kept unless `--database` says otherwise: a file in the working
+/// directory, so `cargo run --release` is durable with nothing to install.
+pub const DEFAULT_DATABASE: &str = "sqlite:backprop.db";
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "backprop-server",
@@ -86,6 +92,12 @@ pub struct Config {
     #[arg(long, env = "BACKPROP_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_connections: Option<u64>,
+
+    /// Where sessions are kept: sqlite:PATH (one server per file), postgres://USER:PASSWORD@HOST/DB
+    /// (several replicas may share it), or memory (nothing survives a restart).
+    #[arg(long, env = "BACKPROP_DATABASE", default_value = DEFAULT_DATABASE,
+          hide_env_values = true)]
+    pub database: Location,
 }
 
 fn default_workers() -> u32 {
@@ -120,6 +132,7 @@ impl Default for Config {
             body_timeout_secs: 60.0,
             idle_timeout_secs: 60.0,
             max_connections: None,
+            database: Location::Sqlite(DEFAULT_DATABASE.trim_start_matches("sqlite:").into()),
         }
     }
 }
@@ -145,6 +158,7 @@ impl Config {
             body_timeout_secs,
             idle_timeout_secs,
             max_connections,
+            database,
         } = self;
         let mut args = vec![
             format!("--addr={addr}"),
@@ -160,6 +174,7 @@ impl Config {
             format!("--header-timeout-secs={header_timeout_secs}"),
             format!("--body-timeout-secs={body_timeout_secs}"),
             format!("--idle-timeout-secs={idle_timeout_secs}"),
+            format!("--database={database}"),
         ];
         if let Some(max_connections) = max_connections {
             args.push(format!("--max-connections={max_connections}"));
@@ -188,11 +203,25 @@ mod tests {
             header_timeout_secs: 0.5,
             idle_timeout_secs: 2.25,
             max_connections: Some(900),
+            database: "postgres://u:pw@db:5432/backprop".parse().unwrap(),
             ..Config::default()
         };
         let mut argv = vec!["backprop-server".to_owned()];
         argv.extend(config.to_args());
         let back = Config::try_parse_from(argv).expect("to_args gives flags the parser takes");
         assert_eq!(format!("{back:?}"), format!("{config:?}"));
+        assert_eq!(back.database, config.database);
+    }
+
+    #[test]
+    fn the_default_database_is_a_sqlite_file_in_the_working_directory() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "database")
+            .expect("a --database flag");
+        assert_eq!(arg.get_default_values(), [DEFAULT_DATABASE]);
+        assert_eq!(Config::default().database.to_string(), DEFAULT_DATABASE);
     }
 }

@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::nn::NnError;
+use crate::store::StoreError;
+
+/// What a 503 tells the client to wait before trying again, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -55,6 +59,9 @@ pub enum ApiError {
     /// 422 `non_finite_result`: predict or gradients overflowed.
     #[error("{0}")]
     NonFiniteResult(String),
+    /// 409 `conflict`: a key name already taken.
+    #[error("{0}")]
+    Conflict(String),
     /// 429 `too_many_sessions`.
     #[error("{0}")]
     TooManySessions(String),
@@ -65,6 +72,9 @@ pub enum ApiError {
         detail: String,
         retry_after_secs: u64,
     },
+    /// 503 `unavailable`, with `Retry-After`: the database does not answer.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500 `internal_error`: a bug. The text is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -80,6 +90,37 @@ impl From<NnError> for ApiError {
             NnError::InvalidLabels(m) => Self::InvalidLabels(m),
             NnError::TooLarge(m) => Self::TooLarge(m),
             NnError::NonFinite(m) => Self::NonFiniteResult(m),
+        }
+    }
+}
+
+/// The one place the store's errors become the API's.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => Self::not_found_session(&id),
+            StoreError::TooManySessions { limit, owner: None } => Self::TooManySessions(format!(
+                "this server holds at most {limit} sessions (--max-sessions); DELETE the ones \
+                 you no longer need"
+            )),
+            StoreError::TooManySessions {
+                limit,
+                owner: Some(key),
+            } => Self::TooManySessions(format!(
+                "the key {key:?} holds {limit} sessions, its most (--max-sessions-per-key); \
+                 DELETE the ones you no longer need"
+            )),
+            StoreError::KeyExists(name) => Self::Conflict(format!(
+                "a key named {name:?} exists; choose another name, or DELETE /keys/{name} first"
+            )),
+            StoreError::Unavailable(inner) => {
+                tracing::warn!(error = %inner, "the database does not answer");
+                Self::Unavailable(format!(
+                    "the session database does not answer (it may be restarting); try again in \
+                     {RETRY_AFTER_SECS} seconds (GET /readyz answers 200 once it is back)"
+                ))
+            }
+            StoreError::Startup(words) | StoreError::Internal(words) => Self::Internal(words),
         }
     }
 }
@@ -103,8 +144,10 @@ impl ApiError {
             Self::InvalidLabels(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_labels"),
             Self::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_large"),
             Self::NonFiniteResult(_) => (StatusCode::UNPROCESSABLE_ENTITY, "non_finite_result"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -169,6 +212,10 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        if let Self::Unavailable(_) = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

@@ -2,8 +2,8 @@
 //! numbers of the course's NumPy notebook.
 //!
 //! `nn` is the numeric core (no HTTP in it); `api` is the thin HTTP layer over it; `store`
-//! holds the sessions they share; `connections` accepts and times the connections `api` is
-//! served on.
+//! keeps the sessions they share, in memory, SQLite or PostgreSQL; `connections` accepts and
+//! times the connections `api` is served on.
 
 pub mod api;
 pub mod config;
@@ -18,6 +18,17 @@ use std::time::Duration;
 
 pub use api::{AppState, app};
 pub use config::Config;
+use store::{Limits, Store, StoreError};
+
+/// Opens the store `config.database` names: a clear [`StoreError::Startup`] for a database
+/// from a newer version, a file that is not ours, or one another server holds.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    let limits = Limits {
+        max_sessions: config.max_sessions,
+        ttl_secs: config.session_ttl_secs,
+    };
+    Store::open(&config.database, limits).await
+}
 
 /// After `shutdown` resolves, running requests get this long to finish; then serve returns.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -28,11 +39,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
+    store: Store,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let open_files = connections::raise_open_file_limit();
     let connection_settings = connections::Settings::new(&config, open_files.now);
-    let state = AppState::new(config);
+    let state = AppState::new(config, store);
     let sweeper = state.store().ttl().map(|ttl| {
         let state = state.clone();
         // Sweep often enough that a session is held at most ~10% past its TTL (a request
@@ -42,9 +54,10 @@ pub async fn serve(
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let gone = state.store().expire_idle();
-                if gone > 0 {
-                    tracing::info!(sessions = gone, "expired idle sessions");
+                match state.store().expire_idle().await {
+                    Ok(0) => {}
+                    Ok(gone) => tracing::info!(sessions = gone, "expired idle sessions"),
+                    Err(e) => tracing::warn!(error = %e, "could not expire idle sessions"),
                 }
             }
         })

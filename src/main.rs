@@ -13,6 +13,16 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")),
         )
         .init();
+    // The store first: a database that cannot be used is a start-up error, not a server
+    // that answers 500.
+    let store = match backprop_server::open_store(&config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("backprop-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(sessions = %store.describe(), "store open");
     let listener = match backprop_server::connections::bind(config.addr) {
         Ok(l) => l,
         Err(e) => {
@@ -22,7 +32,7 @@ async fn main() -> std::process::ExitCode {
     };
     let addr = listener.local_addr().map_or(config.addr, |a| a);
     tracing::info!(%addr, workers = config.workers, "backprop-server listening");
-    match backprop_server::serve(listener, config, shutdown_signal()).await {
+    match backprop_server::serve(listener, config, store, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("backprop-server: {e}");

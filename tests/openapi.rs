@@ -29,7 +29,7 @@ const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 
 /// The contract's error codes, from its table of errors.
-const CONTRACT_CODES: [&str; 17] = [
+const CONTRACT_CODES: [&str; 19] = [
     "invalid_json",
     "invalid_request",
     "unauthorized",
@@ -46,6 +46,8 @@ const CONTRACT_CODES: [&str; 17] = [
     "too_many_sessions",
     "request_timeout",
     "overloaded",
+    "conflict",
+    "unavailable",
     "internal_error",
 ];
 
@@ -1010,6 +1012,10 @@ async fn a_notebook_session_answers_as_the_spec_says() {
     assert_eq!(
         app.get("/healthz").await.expect(200),
         json!({"status": "ok"})
+    );
+    assert_eq!(
+        app.get("/readyz").await.expect(200),
+        json!({"status": "ready"})
     );
     let served = app.get("/openapi.yaml").await;
     served.expect(200);

@@ -39,9 +39,12 @@ struct Inner {
     stopping: AtomicBool,
 }
 
+/// Answers holding more numbers than this are serialised on a worker, not on the runtime.
+const JSON_INLINE_MAX: usize = 100_000;
+
 impl AppState {
-    pub fn new(config: Config) -> Self {
-        let store = Store::new(config.max_sessions, config.session_ttl_secs);
+    /// The state around an opened store (`crate::open_store`).
+    pub fn new(config: Config, store: Store) -> Self {
         let workers = Arc::new(Semaphore::new(config.workers.max(1) as usize));
         Self(Arc::new(Inner {
             config,
@@ -91,6 +94,23 @@ impl AppState {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("a worker failed: {e}")))
+    }
+
+    /// A JSON answer of about `numbers` numbers, as `write` serialises it: on a worker when
+    /// it is big (a long history, big weights), so that writing it never stalls the runtime.
+    pub async fn json(
+        &self,
+        numbers: usize,
+        write: impl FnOnce() -> serde_json::Result<Vec<u8>> + Send + 'static,
+    ) -> ApiResult<Response> {
+        let write =
+            move || write().map_err(|e| ApiError::Internal(format!("writing an answer: {e}")));
+        let bytes = if numbers > JSON_INLINE_MAX {
+            self.compute(write).await??
+        } else {
+            write()?
+        };
+        Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
     }
 }
 
@@ -151,7 +171,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     let Some(token) = &state.config().token else {
         return next.run(req).await;
     };
-    if matches!(req.uri().path(), "/healthz" | "/openapi.yaml") {
+    if matches!(req.uri().path(), "/healthz" | "/readyz" | "/openapi.yaml") {
         return next.run(req).await;
     }
     let given = req

@@ -23,7 +23,7 @@ use super::wire::{
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{Dataset, Init, NetConfig, Network, Params};
-use crate::store::{Entry, InitEcho, Session};
+use crate::store::{Entry, History, InitEcho, Session};
 
 /// Networks with more parameters than this are built on a worker, not on the runtime.
 const BUILD_INLINE_MAX: u128 = 100_000;
@@ -230,13 +230,13 @@ async fn create(
         Network::new(config, &init)?
     };
     let session = Session {
-        net,
+        net: Arc::new(net),
         init: echo,
         dataset: None,
-        history: Vec::new(),
+        history: History::default(),
         initial_loss: None,
     };
-    let entry = state.store().insert(session)?;
+    let entry = state.store().insert(session, None).await?;
     let body = session_json(&state, &entry, &entry.snapshot());
     let location = format!("/sessions/{}", entry.id);
     Ok((
@@ -249,10 +249,14 @@ async fn create(
 async fn list(State(state): State<AppState>, q: QueryParams) -> ApiResult<Json<Value>> {
     let offset = q.int("offset", 0, i64::MAX as u64)?.unwrap_or(0);
     let limit = q.int("limit", 1, 1000)?.unwrap_or(100);
-    let (page, total) = state.store().list(
-        usize::try_from(offset).unwrap_or(usize::MAX),
-        limit as usize,
-    );
+    let (page, total) = state
+        .store()
+        .list(
+            usize::try_from(offset).unwrap_or(usize::MAX),
+            limit as usize,
+            None,
+        )
+        .await?;
     let sessions: Vec<Value> = page
         .iter()
         .map(|e| session_json(&state, e, &e.snapshot()))
@@ -261,12 +265,12 @@ async fn list(State(state): State<AppState>, q: QueryParams) -> ApiResult<Json<V
 }
 
 async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     Ok(Json(session_json(&state, &entry, &entry.snapshot())))
 }
 
 async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    state.store().remove(&id)?;
+    state.store().remove(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -310,7 +314,7 @@ async fn put_dataset(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<DatasetRequest>,
 ) -> ApiResult<Json<Value>> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let (n_in, n_out) = {
         let c = entry.snapshot().net.config().clone();
         (c.n_in(), c.n_out())
@@ -353,10 +357,12 @@ async fn put_dataset(
         }
     };
     let body = dataset_json(&stored);
-    let _writer = entry.writer().await;
-    let mut s = (*entry.snapshot()).clone();
-    s.dataset = Some(stored);
-    entry.publish(s);
+    state
+        .store()
+        .lock(&entry)
+        .await?
+        .set_dataset(stored)
+        .await?;
     Ok(Json(body))
 }
 
@@ -366,20 +372,28 @@ struct WeightsBody<'a> {
     biases: Vectors<'a>,
 }
 
-fn weights_response(p: &Params) -> axum::response::Response {
-    Json(WeightsBody {
-        weights: Matrices(&p.weights),
-        biases: Vectors(p.biases.as_deref()),
-    })
-    .into_response()
+async fn weights_response(
+    state: &AppState,
+    net: Arc<Network>,
+) -> ApiResult<axum::response::Response> {
+    let numbers = usize::try_from(net.config().parameter_count()).unwrap_or(usize::MAX);
+    state
+        .json(numbers, move || {
+            let p = net.params();
+            serde_json::to_vec(&WeightsBody {
+                weights: Matrices(&p.weights),
+                biases: Vectors(p.biases.as_deref()),
+            })
+        })
+        .await
 }
 
 async fn read_weights(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::response::Response> {
-    let entry = state.store().get(&id)?;
-    Ok(weights_response(entry.snapshot().net.params()))
+    let entry = state.store().get(&id).await?;
+    weights_response(&state, entry.snapshot().net.clone()).await
 }
 
 #[derive(Deserialize)]
@@ -394,15 +408,12 @@ async fn put_weights(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<WeightsRequest>,
 ) -> ApiResult<axum::response::Response> {
-    let entry = state.store().get(&id)?;
-    let _writer = entry.writer().await;
-    let mut s = (*entry.snapshot()).clone();
-    let params = Params::from_rows(s.net.config(), req.weights, req.biases)?;
-    s.net.set_params(params)?;
+    let entry = state.store().get(&id).await?;
+    let change = state.store().lock(&entry).await?;
+    let mut net = (*change.snapshot().net).clone();
+    let params = Params::from_rows(net.config(), req.weights, req.biases)?;
+    net.set_params(params)?;
     // New starting weights, new history.
-    s.history = Vec::new();
-    s.initial_loss = None;
-    let resp = weights_response(s.net.params());
-    entry.publish(s);
-    Ok(resp)
+    let s = change.set_network(net).await?;
+    weights_response(&state, s.net.clone()).await
 }

@@ -24,6 +24,9 @@ use crate::store::Session;
 /// Forward passes below this many multiply-adds run inline; above it, on a worker.
 const COMPUTE_INLINE_MAX: u128 = 200_000;
 
+/// Loss pages longer than this are written on a worker.
+const LOSS_INLINE_MAX: usize = 100_000;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions/{id}/train", post(train))
@@ -82,8 +85,8 @@ async fn train(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<TrainRequest>,
-) -> ApiResult<Json<TrainResponse>> {
-    let entry = state.store().get(&id)?;
+) -> ApiResult<Response> {
+    let entry = state.store().get(&id).await?;
     let max_epochs = state.config().max_epochs;
     let Int(requested) = req.epochs;
     let epochs = u64::try_from(requested)
@@ -95,9 +98,10 @@ async fn train(
             ))
         })?;
     let return_loss = req.return_loss.unwrap_or(true);
-    // Trains on one session run one at a time, in arrival order; waiting holds no worker.
-    let writer = entry.writer().await;
-    let snapshot = entry.snapshot();
+    // Trains on one session run one at a time, in arrival order (across replicas too);
+    // waiting holds no worker.
+    let change = state.store().lock(&entry).await?;
+    let snapshot = change.snapshot();
     let dataset = snapshot
         .dataset
         .clone()
@@ -115,30 +119,47 @@ async fn train(
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let cancelled = cancel.0.clone();
     let limit = state.train_time_limit();
-    let target = entry.clone();
     let server = state.clone();
-    let response = state
-        .compute(move || {
-            // Held until the result is published, even if the client has gone meanwhile.
-            let _writer = writer;
-            let deadline = Instant::now() + limit;
-            let mut s: Session = (*snapshot).clone();
-            let before = s.history.len();
-            let mut trainer = Trainer::new(&s.net, &dataset.data);
-            let outcome = trainer.run(&mut s.net, &dataset.data, epochs, &mut s.history, |_| {
-                if cancelled.load(Ordering::Relaxed)
-                    || server.is_stopping()
-                    || Instant::now() >= deadline
-                {
-                    Control::Stop
-                } else {
-                    Control::Continue
-                }
-            });
-            if s.initial_loss.is_none() {
-                s.initial_loss = outcome.start_loss;
-            }
-            let response = TrainResponse {
+    // The run and its commit are a task of their own: a client that goes away stops the
+    // run at the next epoch boundary (the flag), and what was done is still kept.
+    let run = tokio::spawn(async move {
+        let worker = server.clone();
+        let (net, losses, outcome) = worker
+            .compute(move || {
+                let deadline = Instant::now() + limit;
+                // The only copy a train makes: the weights it updates.
+                let mut net = (*snapshot.net).clone();
+                let mut losses = Vec::new();
+                let mut trainer = Trainer::new(&net, &dataset.data);
+                let outcome = trainer.run(&mut net, &dataset.data, epochs, &mut losses, |_| {
+                    if cancelled.load(Ordering::Relaxed)
+                        || server.is_stopping()
+                        || Instant::now() >= deadline
+                    {
+                        Control::Stop
+                    } else {
+                        Control::Continue
+                    }
+                });
+                (net, losses, outcome)
+            })
+            .await?;
+        let s = change.record_train(net, losses, outcome.start_loss).await?;
+        ApiResult::Ok((s, outcome))
+    });
+    let (s, outcome) = run
+        .await
+        .map_err(|e| ApiError::Internal(format!("a train failed: {e}")))??;
+    drop(cancel);
+    let have = usize::try_from(have).unwrap_or(usize::MAX);
+    let numbers = if return_loss {
+        s.history.len() - have
+    } else {
+        0
+    };
+    state
+        .json(numbers, move || {
+            serde_json::to_vec(&TrainResponse {
                 status: match outcome.status {
                     TrainStatus::Completed => "completed",
                     TrainStatus::Diverged => "diverged",
@@ -147,15 +168,11 @@ async fn train(
                 epochs_run: outcome.epochs_run,
                 epochs_trained: s.history.len(),
                 initial_loss: s.initial_loss,
-                final_loss: s.history.last().copied(),
-                loss: return_loss.then(|| s.history[before..].to_vec()),
-            };
-            target.publish(s);
-            response
+                final_loss: s.history.last(),
+                loss: return_loss.then(|| s.history.page(have, s.history.len())),
+            })
         })
-        .await?;
-    drop(cancel);
-    Ok(Json(response))
+        .await
 }
 
 #[derive(PartialEq)]
@@ -178,7 +195,7 @@ async fn loss(
     Path(id): Path<String>,
     q: QueryParams,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let format = match q.get("format") {
         None | Some("json") => LossFormat::Json,
         Some("csv") => LossFormat::Csv,
@@ -200,37 +217,52 @@ async fn loss(
     let end = start
         .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
         .min(s.history.len());
-    let page = &s.history[start..end];
-    if format == LossFormat::Text {
-        // The notebook's `print(f'iteration: {iterations+1}, loss: {...}')`, and f'{x}' of a
-        // float is Python's repr.
-        let mut out = String::with_capacity(page.len() * 48);
-        for (i, v) in page.iter().enumerate() {
-            out.push_str(&format!(
-                "iteration: {}, loss: {}\n",
-                start + i + 1,
-                python_repr(*v)
-            ));
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response());
+    let page = s.history.page(start, end);
+    if format != LossFormat::Json {
+        // Text is the notebook's `print(f'iteration: {iterations+1}, loss: {...}')`, and
+        // f'{x}' of a float is Python's repr; CSV's numbers are serde_json's, the shortest
+        // text that reads back as the same f64.
+        let text = format == LossFormat::Text;
+        let write = move || {
+            let mut out = String::with_capacity(16 + page.len() * 48);
+            if !text {
+                out.push_str("epoch,loss\n");
+            }
+            for (i, v) in page.iter().enumerate() {
+                let k = start + i + 1;
+                if text {
+                    out.push_str(&format!("iteration: {k}, loss: {}\n", python_repr(*v)));
+                } else {
+                    let v = serde_json::to_string(v).unwrap_or_default();
+                    out.push_str(&format!("{k},{v}\n"));
+                }
+            }
+            out
+        };
+        let out = if end - start > LOSS_INLINE_MAX {
+            state.compute(write).await?
+        } else {
+            write()
+        };
+        let content_type = if text {
+            "text/plain; charset=utf-8"
+        } else {
+            "text/csv; charset=utf-8"
+        };
+        return Ok(([(header::CONTENT_TYPE, content_type)], out).into_response());
     }
-    if format == LossFormat::Csv {
-        let mut out = String::with_capacity(16 + page.len() * 24);
-        out.push_str("epoch,loss\n");
-        for (i, v) in page.iter().enumerate() {
-            // serde_json writes the shortest text that reads back as the same f64.
-            let text = serde_json::to_string(v).unwrap_or_default();
-            out.push_str(&format!("{},{text}\n", start + i + 1));
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response());
-    }
-    Ok(Json(LossPage {
-        initial_loss: s.initial_loss,
-        loss: page,
-        offset,
-        total: s.history.len(),
-    })
-    .into_response())
+    let total = s.history.len();
+    let initial_loss = s.initial_loss;
+    state
+        .json(end - start, move || {
+            serde_json::to_vec(&LossPage {
+                initial_loss,
+                loss: &page,
+                offset,
+                total,
+            })
+        })
+        .await
 }
 
 #[derive(Deserialize)]
@@ -260,7 +292,7 @@ async fn predict(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let Some(x) = req.x else {
@@ -314,7 +346,7 @@ async fn gradients(
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<BatchRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let batch = match req {

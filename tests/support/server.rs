@@ -6,11 +6,19 @@
 //! server's log (stdout and stderr) is drained by two threads, so a chatty server never
 //! blocks on a full pipe, and kept (the last part of it) for failure messages.
 //!
+//! Each process runs in a fresh temporary directory of its own, kept as long as the
+//! process: with the default `--database sqlite:backprop.db` (a path relative to the working
+//! directory, as `cargo run --release` uses it), every server gets a fresh SQLite file, so
+//! the suites exercise the default store, no two servers share a database, and nothing is
+//! written into the source tree. A test that restarts a server on the same database names
+//! the file with an absolute path.
+//!
 //! Included by each test binary with `#[path = "support/server.rs"] mod server;`.
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -37,6 +45,8 @@ pub struct ServerProcess {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     log: Arc<Mutex<String>>,
+    /// The process's working directory; removed after the process is gone.
+    dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
@@ -58,7 +68,9 @@ impl ServerProcess {
     /// Starts `command` (the binary, or a wrapper such as `prlimit ... binary`) with these
     /// flags. It must print the log line `backprop-server listening addr=...`.
     pub fn start_command(mut command: Command, args: &[String], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary working directory for the server");
         command
+            .current_dir(dir.path())
             .args(args)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
@@ -110,7 +122,13 @@ impl ServerProcess {
             addr,
             base: format!("http://{addr}"),
             log,
+            dir,
         }
+    }
+
+    /// The process's working directory (where a relative `--database sqlite:PATH` lives).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn pid(&self) -> u32 {

@@ -101,7 +101,7 @@ pub async fn check(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> ApiResult<Json<CheckResponse>> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     if req.gradients.is_none()
         && req.weights.is_none()
         && req.loss.is_none()
@@ -184,7 +184,7 @@ fn compare_all(s: &Session, req: CheckRequest, tol: Tolerance) -> ApiResult<Chec
             key: None,
             blocks: vec![Block {
                 shape: vec![s.history.len()],
-                values: Cow::Borrowed(&s.history),
+                values: Cow::Owned(s.history.to_vec()),
             }],
             per_layer: false,
             submitted: Some(l),

@@ -45,7 +45,7 @@ pub async fn gradcheck(
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<GradcheckRequest>,
 ) -> ApiResult<Json<GradcheckResponse>> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let h = req.and_then(|r| r.h).unwrap_or(numeric::DEFAULT_H);
     if !(h.is_finite() && h > 0.0 && h <= 1.0) {
         return Err(ApiError::InvalidValue(format!(
@@ -115,7 +115,7 @@ pub async fn trace(
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<TraceRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let batch = match req {

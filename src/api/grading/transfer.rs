@@ -26,7 +26,7 @@ use crate::api::wire::{
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{Dataset, Init, Labels, NetConfig, Network, SampleSetBuilder};
-use crate::store::{Entry, InitEcho, Session};
+use crate::store::{self, Entry, InitEcho, Session};
 
 /// The document's `format`; a later, incompatible layout gets a new name.
 pub const FORMAT: &str = "backprop-server/session-v1";
@@ -77,6 +77,7 @@ fn size(s: &Session) -> usize {
 }
 
 fn document(s: &Session) -> ApiResult<Vec<u8>> {
+    let history = s.history.to_vec();
     let c = s.net.config();
     let p = s.net.params();
     let doc = ExportDoc {
@@ -98,14 +99,14 @@ fn document(s: &Session) -> ApiResult<Vec<u8>> {
             x: Rows(d.data.x().view()),
             y: Rows(d.data.y().view()),
         }),
-        loss: &s.history,
+        loss: &history,
         initial_loss: s.initial_loss,
     };
     serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(format!("writing an export: {e}")))
 }
 
 pub async fn export(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let s = entry.snapshot();
     let bytes = if size(&s) > INLINE_MAX {
         state.compute(move || document(&s)).await??
@@ -411,10 +412,10 @@ fn session_from(state: &AppState, doc: ImportDoc) -> ApiResult<Session> {
         .map(|Object(d)| import_dataset(state, d, n_in, n_out))
         .transpose()?;
     Ok(Session {
-        net,
+        net: Arc::new(net),
         init,
         dataset,
-        history,
+        history: store::History::from_vec(history),
         initial_loss,
     })
 }
@@ -436,7 +437,7 @@ pub async fn import(
 ) -> ApiResult<Response> {
     let st = state.clone();
     let session = state.compute(move || session_from(&st, doc)).await??;
-    let entry = state.store().insert(session)?;
+    let entry = state.store().insert(session, None).await?;
     Ok(created(&state, &entry))
 }
 
@@ -445,7 +446,7 @@ pub async fn fork(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id)?;
+    let entry = state.store().get(&id).await?;
     let refuse = || {
         ApiError::InvalidRequest(format!(
             "a fork takes no body; send POST /sessions/{id}/fork without one \
@@ -465,13 +466,10 @@ pub async fn fork(
     if !bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(refuse());
     }
-    // A snapshot is one consistent state: a train in progress is not half in it.
-    let s = entry.snapshot();
-    let copy = if size(&s) > INLINE_MAX {
-        state.compute(move || (*s).clone()).await?
-    } else {
-        (*s).clone()
-    };
-    let forked = state.store().insert(copy)?;
+    // A snapshot is one consistent state: a train in progress is not half in it. The copy
+    // shares its parts (they are immutable; a later change to either replaces, or appends
+    // past, what they share), so forking copies nothing.
+    let copy = (*entry.snapshot()).clone();
+    let forked = state.store().insert(copy, None).await?;
     Ok(created(&state, &forked))
 }

@@ -1,0 +1,889 @@
+//! The session store: every session, shared by all requests, kept where `--database` says.
+//!
+//! Three places to keep them, one interface: `memory` (nothing survives the process),
+//! `sqlite:PATH` (the default; one process per file) and `postgres://...` (several replicas
+//! on one database). [`memory`] is the map of [`Entry`]s every request goes through: the
+//! whole truth with `memory`, a cache in front of the database otherwise. [`sql`] speaks to
+//! both databases through sqlx.
+//!
+//! Durability. A change is written to the database before it is published to the map, so
+//! every answer a client gets describes a state that is on disk, and no reader ever sees a
+//! state that is not. A train's result (new weights, its losses appended to the history,
+//! `initial_loss`) is one transaction: a crash mid-train leaves the session as it was.
+//!
+//! Locking rules. The map from id to session is one `std::sync::Mutex`, held only to look
+//! up, insert, remove or list, never across an `.await` or a computation. Each session's
+//! state is an immutable snapshot (`Arc<Session>`) behind a `RwLock` that is likewise held
+//! only to clone or swap that `Arc`: readers (every `GET`, predict, gradients) take a
+//! snapshot and never wait for anything longer. A snapshot's parts are shared, not copied:
+//! the network, the dataset and the history's append-only log each sit behind their own
+//! `Arc`, so a train copies only the weights it updates. Every change to a session (train,
+//! `PUT /dataset`, `PUT /weights`) first takes its turn with [`Store::lock`]: that session's
+//! fair `tokio::sync::Mutex` (changes run one at a time in arrival order; a waiting change
+//! holds no worker) and, on PostgreSQL, the session's advisory lock, held on a connection
+//! of its own for the change's duration (so replicas take turns too, and a replica that
+//! dies releases it), after which the state is re-read if another replica changed it. The
+//! change works on its own copy and publishes it in one swap at the end, so a failed,
+//! stopped or abandoned run leaves either the old state or the new one, never a mix.
+//! Deleting does not wait for a turn: a train still running on a deleted session finishes,
+//! answers its client, and its commit finds nothing to update.
+//!
+//! TTL. A session's clock is the second (rounded up) of the last request that named it; it
+//! expires `--session-ttl-secs` after that, unless it is training. The clock is written to
+//! the database only when that second changes, so reads do not each cost a write, and
+//! `expires_at` comes back exactly after a restart.
+
+mod history;
+mod memory;
+mod sql;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::datasets::StoredDataset;
+use crate::nn::{Init, Network};
+
+pub use history::History;
+
+/// How a session's weights were initialised, as the API echoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitEcho {
+    pub method: &'static str,
+    pub seed: Option<u32>,
+}
+
+impl From<&Init> for InitEcho {
+    fn from(init: &Init) -> Self {
+        Self {
+            method: init.method(),
+            seed: init.seed(),
+        }
+    }
+}
+
+impl InitEcho {
+    /// The echo for a stored method name; `None` for a name no build of ours writes.
+    fn parse(method: &str, seed: Option<u32>) -> Option<Self> {
+        let method = ["numpy_rand", "xavier", "he", "explicit"]
+            .into_iter()
+            .find(|m| *m == method)?;
+        Some(Self { method, seed })
+    }
+}
+
+/// One consistent state of a session. Cloning it is cheap: its parts are shared.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub net: Arc<Network>,
+    pub init: InitEcho,
+    pub dataset: Option<Arc<StoredDataset>>,
+    /// Entry k (0-based) is the mean loss after update k + 1 since the weights were set.
+    pub history: History,
+    /// The loss at the starting weights, set by the first train after they were set.
+    pub initial_loss: Option<f64>,
+}
+
+/// The key a new session belongs to, and how many sessions that key may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub name: &'a str,
+    pub max_sessions: usize,
+}
+
+/// An API key as stored: its name and the hash of its secret (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub name: String,
+    pub hash: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A key and how many sessions it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub key: KeyRecord,
+    pub sessions: usize,
+}
+
+/// What can go wrong below the HTTP layer; `crate::error` turns each into a problem.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("no session {0:?}")]
+    NotFound(String),
+    /// `owner` is the key whose own limit was reached; `None` for the server's.
+    #[error("at most {limit} sessions")]
+    TooManySessions { limit: usize, owner: Option<String> },
+    #[error("a key named {0:?} exists")]
+    KeyExists(String),
+    /// The database does not answer (down, unreachable, out of disk); worth a retry.
+    #[error("the database does not answer: {0}")]
+    Unavailable(String),
+    /// The store cannot start: the words say what is wrong and what to do.
+    #[error("{0}")]
+    Startup(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where sessions are kept: `memory`, `sqlite:PATH` or `postgres://...`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    Memory,
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl FromStr for Location {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            return Ok(Self::Memory);
+        }
+        if let Some(path) = s.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(format!(
+                    "{s:?} names no file; write sqlite:PATH, e.g. sqlite:backprop.db"
+                ));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(Self::Postgres(s.to_owned()));
+        }
+        Err(format!(
+            "{s:?} is not a database; use sqlite:PATH (e.g. sqlite:backprop.db), \
+             postgres://USER:PASSWORD@HOST/DATABASE, or memory (keeps nothing)"
+        ))
+    }
+}
+
+impl fmt::Display for Location {
+    /// The URL as given (a PostgreSQL password included: this is for `--database=`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            Self::Postgres(url) => f.write_str(url),
+        }
+    }
+}
+
+impl fmt::Debug for Location {
+    /// Without a PostgreSQL password, since settings end up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Postgres(url) => f.write_str(&sql::redacted(url)),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+/// What the store needs of the server's settings.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `--max-sessions`.
+    pub max_sessions: usize,
+    /// `--session-ttl-secs`; 0 never expires.
+    pub ttl_secs: u64,
+}
+
+/// Unix milliseconds now.
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The TTL clock's second for a use at `millis`: rounded up, so `expires_at` is never early.
+fn clock_second(millis: i64) -> i64 {
+    millis.div_euclid(1000) + i64::from(millis.rem_euclid(1000) != 0)
+}
+
+/// What the database knows of a state, so a replica can tell whether its copy is current
+/// and what it must re-read (`dataset_gen` and `history_gen` change when the dataset is
+/// replaced and when the history starts anew).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Stamp {
+    version: i64,
+    dataset_gen: i64,
+    history_gen: i64,
+}
+
+#[derive(Debug)]
+struct Published {
+    session: Arc<Session>,
+    stamp: Stamp,
+}
+
+/// A session as the store holds it.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: String,
+    pub created_at: OffsetDateTime,
+    /// The key that created it (`None`: the admin, or a server without keys).
+    pub owner: Option<String>,
+    seq: i64,
+    state: RwLock<Published>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// The TTL clock: Unix second (rounded up) of the last request that named it.
+    touched: AtomicI64,
+}
+
+impl Entry {
+    fn new(
+        id: String,
+        seq: i64,
+        created_at: i64,
+        owner: Option<String>,
+        touched: i64,
+        session: Arc<Session>,
+        stamp: Stamp,
+    ) -> Self {
+        Self {
+            id,
+            created_at: OffsetDateTime::from_unix_timestamp(created_at)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            owner,
+            seq,
+            state: RwLock::new(Published { session, stamp }),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+            touched: AtomicI64::new(touched),
+        }
+    }
+
+    /// The current state; never waits for a change in progress.
+    pub fn snapshot(&self) -> Arc<Session> {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .session
+            .clone()
+    }
+
+    fn stamped(&self) -> (Arc<Session>, Stamp) {
+        let p = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        (p.session.clone(), p.stamp)
+    }
+
+    fn publish(&self, session: Arc<Session>, stamp: Stamp) {
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = Published { session, stamp };
+    }
+
+    /// Publishes a state read from the database unless a newer one is already here.
+    fn publish_if_newer(&self, session: Arc<Session>, stamp: Stamp) {
+        let mut p = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if stamp.version > p.stamp.version {
+            *p = Published { session, stamp };
+        }
+    }
+
+    fn touched(&self) -> i64 {
+        self.touched.load(Ordering::Relaxed)
+    }
+
+    fn set_touched(&self, second: i64) {
+        self.touched.fetch_max(second, Ordering::Relaxed);
+    }
+
+    /// A change holds this session's writer lock (a train, or one waiting to run).
+    fn is_changing(&self) -> bool {
+        self.writer.try_lock().is_err()
+    }
+}
+
+/// The store the handlers call. Cloning it is cheap.
+#[derive(Clone)]
+pub struct Store(Arc<Inner>);
+
+struct Inner {
+    sessions: memory::Sessions,
+    keys: memory::Keys,
+    /// `None` for `--database memory`.
+    db: Option<sql::Db>,
+    limits: Limits,
+}
+
+impl Store {
+    /// Opens the store `location` names: creates or migrates the database's schema, and
+    /// refuses one written by a newer version or a file that is not ours.
+    pub async fn open(location: &Location, limits: Limits) -> StoreResult<Self> {
+        let db = match location {
+            Location::Memory => None,
+            other => Some(sql::Db::open(other).await?),
+        };
+        Ok(Self(Arc::new(Inner {
+            sessions: memory::Sessions::default(),
+            keys: memory::Keys::default(),
+            db,
+            limits,
+        })))
+    }
+
+    /// Where the sessions are kept, for the start-up log line.
+    pub fn describe(&self) -> String {
+        match &self.0.db {
+            None => "memory (nothing is kept after the process ends)".into(),
+            Some(db) => db.describe(),
+        }
+    }
+
+    pub fn ttl(&self) -> Option<Duration> {
+        (self.0.limits.ttl_secs > 0).then(|| Duration::from_secs(self.0.limits.ttl_secs))
+    }
+
+    /// Whether the database answers (always, for `memory`); any failure is `Unavailable`.
+    pub async fn ping(&self) -> StoreResult<()> {
+        match &self.0.db {
+            None => Ok(()),
+            Some(db) => db.ping().await.map_err(|e| match e {
+                StoreError::Unavailable(_) => e,
+                other => StoreError::Unavailable(other.to_string()),
+            }),
+        }
+    }
+
+    /// Adds a session under a new id, unless the server (or `owner`) holds its limit.
+    pub async fn insert(
+        &self,
+        session: Session,
+        owner: Option<Owner<'_>>,
+    ) -> StoreResult<Arc<Entry>> {
+        let id = Uuid::new_v4().hyphenated().to_string();
+        let now = now_millis();
+        let created_at = now.div_euclid(1000);
+        let touched = clock_second(now);
+        let session = Arc::new(session);
+        let max = self.0.limits.max_sessions;
+        let owner_name = owner.map(|o| o.name.to_owned());
+        let Some(db) = &self.0.db else {
+            return self.0.sessions.insert_capped(max, owner, |seq| {
+                Entry::new(
+                    id,
+                    seq,
+                    created_at,
+                    owner_name,
+                    touched,
+                    session,
+                    Stamp::default(),
+                )
+            });
+        };
+        let row = sql::NewRow {
+            id: &id,
+            owner,
+            created_at,
+            touched,
+            session: &session,
+        };
+        let seq = db.insert(row, max).await?;
+        let stamp = Stamp {
+            version: 1,
+            ..Stamp::default()
+        };
+        let entry = Arc::new(Entry::new(
+            id, seq, created_at, owner_name, touched, session, stamp,
+        ));
+        Ok(self.0.sessions.insert_if_absent(entry))
+    }
+
+    /// The session with this id, marking it used (idle sessions expire). A session past
+    /// its TTL is gone here even if the sweeper has not reached it yet.
+    pub async fn get(&self, id: &str) -> StoreResult<Arc<Entry>> {
+        let now = now_millis();
+        let Some(db) = &self.0.db else {
+            let entry = self
+                .0
+                .sessions
+                .get(id)
+                .ok_or_else(|| StoreError::NotFound(id.into()))?;
+            if self.is_idle(&entry, entry.touched(), now) {
+                self.0.sessions.remove(id);
+                return Err(StoreError::NotFound(id.into()));
+            }
+            entry.set_touched(clock_second(now));
+            return Ok(entry);
+        };
+        let entry = if db.is_sole_writer() {
+            // This process is the only writer: a cached entry is current.
+            match self.0.sessions.get(id) {
+                Some(e) => e,
+                None => self.load(db, id, None).await?,
+            }
+        } else {
+            let row = match db.row(id).await? {
+                Some(row) => row,
+                None => {
+                    self.0.sessions.remove(id);
+                    return Err(StoreError::NotFound(id.into()));
+                }
+            };
+            let entry = self.current(db, id, row.stamp).await?;
+            entry.set_touched(row.touched);
+            entry
+        };
+        if self.is_idle(&entry, entry.touched(), now) && self.delete_idle(db, &entry, now).await? {
+            return Err(StoreError::NotFound(id.into()));
+        }
+        let second = clock_second(now);
+        if second > entry.touched() {
+            db.touch(id, second).await?;
+            entry.set_touched(second);
+        }
+        Ok(entry)
+    }
+
+    /// The cached entry if it is at `stamp`'s version, else one (re)loaded from the database.
+    async fn current(&self, db: &sql::Db, id: &str, stamp: Stamp) -> StoreResult<Arc<Entry>> {
+        match self.0.sessions.get(id) {
+            Some(e) if e.stamped().1.version >= stamp.version => Ok(e),
+            cached => self.load(db, id, cached).await,
+        }
+    }
+
+    /// Reads a session from the database. With `cached`, only what changed since its state
+    /// is read (the history from where it ends), and that entry is updated and returned.
+    async fn load(
+        &self,
+        db: &sql::Db,
+        id: &str,
+        cached: Option<Arc<Entry>>,
+    ) -> StoreResult<Arc<Entry>> {
+        let deletes = self.0.sessions.deletes();
+        let prev = cached.as_ref().map(|e| e.stamped());
+        let loaded = db
+            .load(id, prev)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        if let Some(entry) = cached {
+            entry.publish_if_newer(Arc::new(loaded.session), loaded.stamp);
+            entry.set_touched(loaded.touched);
+            return Ok(entry);
+        }
+        let entry = Arc::new(Entry::new(
+            id.to_owned(),
+            loaded.seq,
+            loaded.created_at,
+            loaded.owner,
+            loaded.touched,
+            Arc::new(loaded.session),
+            loaded.stamp,
+        ));
+        // A delete that ran while this was read must not see its session come back.
+        Ok(self.0.sessions.cache_unless_deleted(entry, deletes))
+    }
+
+    /// Untouched for longer than the TTL (its clock second plus the TTL has passed), and
+    /// not changing (a held writer lock: a train running or waiting).
+    fn is_idle(&self, entry: &Entry, touched: i64, now: i64) -> bool {
+        let ttl = self.0.limits.ttl_secs;
+        ttl > 0
+            && now > touched.saturating_add_unsigned(ttl).saturating_mul(1000)
+            && !entry.is_changing()
+    }
+
+    /// The clock second before which a session is idle at `now`.
+    fn idle_cutoff(&self, now: i64) -> i64 {
+        let ttl_ms = i64::try_from(self.0.limits.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        clock_second(now.saturating_sub(ttl_ms))
+    }
+
+    /// Deletes an idle session unless something (here or on another replica) is changing
+    /// it; true if it went.
+    async fn delete_idle(&self, db: &sql::Db, entry: &Entry, now: i64) -> StoreResult<bool> {
+        if entry.is_changing() {
+            return Ok(false);
+        }
+        self.0.sessions.note_delete();
+        let gone = db.delete_idle(&entry.id, self.idle_cutoff(now)).await?;
+        if gone {
+            self.0.sessions.remove(&entry.id);
+        }
+        Ok(gone)
+    }
+
+    pub async fn remove(&self, id: &str) -> StoreResult<()> {
+        let Some(db) = &self.0.db else {
+            return self
+                .0
+                .sessions
+                .remove(id)
+                .map(drop)
+                .ok_or_else(|| StoreError::NotFound(id.into()));
+        };
+        self.0.sessions.note_delete();
+        let existed = db.delete(id).await?;
+        self.0.sessions.remove(id);
+        if existed {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(id.into()))
+        }
+    }
+
+    /// A page of sessions, newest first, and the total count; only `owner`'s when given.
+    /// Touches nothing.
+    pub async fn list(
+        &self,
+        offset: usize,
+        limit: usize,
+        owner: Option<&str>,
+    ) -> StoreResult<(Vec<Arc<Entry>>, usize)> {
+        let Some(db) = &self.0.db else {
+            return Ok(self.0.sessions.page(offset, limit, owner));
+        };
+        let (rows, total) = db.page(offset, limit, owner).await?;
+        let mut page = Vec::with_capacity(rows.len());
+        for (id, row) in rows {
+            let entry = if db.is_sole_writer() {
+                match self.0.sessions.get(&id) {
+                    Some(e) => Ok(e),
+                    None => self.load(db, &id, None).await,
+                }
+            } else {
+                self.current(db, &id, row.stamp).await
+            };
+            match entry {
+                Ok(e) => {
+                    e.set_touched(row.touched);
+                    page.push(e);
+                }
+                // Deleted since the page was read: leave it out.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((page, total))
+    }
+
+    /// Sessions held, or `owner`'s.
+    pub async fn count(&self, owner: Option<&str>) -> StoreResult<usize> {
+        match &self.0.db {
+            None => Ok(self.0.sessions.count(owner)),
+            Some(db) => db.count(owner).await,
+        }
+    }
+
+    /// Waits (without a worker) for this session's turn to change it: changes on one
+    /// session run one at a time, in arrival order, across replicas too. The state seen
+    /// through the returned [`Change`] is the latest committed one.
+    pub async fn lock(&self, entry: &Arc<Entry>) -> StoreResult<Change> {
+        let turn = entry.writer.clone().lock_owned().await;
+        let remote = match &self.0.db {
+            Some(db) if !db.is_sole_writer() => {
+                let lock = db.lock_session(&entry.id).await?;
+                let row = db
+                    .row(&entry.id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(entry.id.clone()))?;
+                if entry.stamped().1.version < row.stamp.version {
+                    self.load(db, &entry.id, Some(entry.clone())).await?;
+                }
+                Some(lock)
+            }
+            _ => None,
+        };
+        Ok(Change {
+            store: self.clone(),
+            entry: entry.clone(),
+            _turn: turn,
+            remote,
+        })
+    }
+
+    /// Removes sessions idle for longer than the TTL; returns how many went. A session
+    /// being changed (a train in progress, here or on another replica) is not idle.
+    pub async fn expire_idle(&self) -> StoreResult<usize> {
+        if self.0.limits.ttl_secs == 0 {
+            return Ok(0);
+        }
+        let now = now_millis();
+        let Some(db) = &self.0.db else {
+            return Ok(self
+                .0
+                .sessions
+                .retain(|e| !self.is_idle(e, e.touched(), now)));
+        };
+        let mut gone = 0;
+        for id in db.idle_ids(self.idle_cutoff(now)).await? {
+            if let Some(e) = self.0.sessions.get(&id) {
+                // Used here since the database was asked (its clock write may be in flight).
+                if !self.is_idle(&e, e.touched(), now) {
+                    continue;
+                }
+                gone += usize::from(self.delete_idle(db, &e, now).await?);
+            } else {
+                self.0.sessions.note_delete();
+                gone += usize::from(db.delete_idle(&id, self.idle_cutoff(now)).await?);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// When this entry expires if nobody touches it, as Unix seconds.
+    pub fn expires_at(&self, entry: &Entry) -> Option<u64> {
+        let ttl = self.0.limits.ttl_secs;
+        (ttl > 0).then(|| {
+            u64::try_from(entry.touched())
+                .unwrap_or(0)
+                .saturating_add(ttl)
+        })
+    }
+
+    /// Stores a new key; [`StoreError::KeyExists`] if the name is taken.
+    pub async fn create_key(&self, name: &str, hash: &str) -> StoreResult<KeyRecord> {
+        let key = KeyRecord {
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            created_at: now_millis().div_euclid(1000),
+        };
+        match &self.0.db {
+            None => self.0.keys.create(key),
+            Some(db) => db.create_key(key).await,
+        }
+    }
+
+    /// Every key, by name, with the number of sessions it owns.
+    pub async fn keys(&self) -> StoreResult<Vec<KeyInfo>> {
+        match &self.0.db {
+            None => Ok(self
+                .0
+                .keys
+                .list()
+                .into_iter()
+                .map(|key| {
+                    let sessions = self.0.sessions.count(Some(&key.name));
+                    KeyInfo { key, sessions }
+                })
+                .collect()),
+            Some(db) => db.keys().await,
+        }
+    }
+
+    /// Revokes a key; false if there was none of that name. Its sessions stay.
+    pub async fn delete_key(&self, name: &str) -> StoreResult<bool> {
+        match &self.0.db {
+            None => Ok(self.0.keys.delete(name)),
+            Some(db) => db.delete_key(name).await,
+        }
+    }
+
+    /// The key whose secret has this hash.
+    pub async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
+        match &self.0.db {
+            None => Ok(self.0.keys.by_hash(hash)),
+            Some(db) => db.key_by_hash(hash).await,
+        }
+    }
+}
+
+/// A session's turn to change: see [`Store::lock`]. Each way to finish it commits to the
+/// database, then publishes the new state and gives it back; dropping it changes nothing.
+pub struct Change {
+    store: Store,
+    entry: Arc<Entry>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+    remote: Option<sql::SessionLock>,
+}
+
+impl Change {
+    /// The state to change: the latest committed one.
+    pub fn snapshot(&self) -> Arc<Session> {
+        self.entry.snapshot()
+    }
+
+    /// Replaces the dataset; the weights and history stay.
+    pub async fn set_dataset(self, dataset: Arc<StoredDataset>) -> StoreResult<Arc<Session>> {
+        let mut s = (*self.snapshot()).clone();
+        s.dataset = Some(dataset);
+        self.commit(s, sql::Part::Dataset).await
+    }
+
+    /// New weights (the network's), and with them a new, empty history.
+    pub async fn set_network(self, net: Network) -> StoreResult<Arc<Session>> {
+        let mut s = (*self.snapshot()).clone();
+        s.net = Arc::new(net);
+        s.history = History::default();
+        s.initial_loss = None;
+        self.commit(s, sql::Part::Weights).await
+    }
+
+    /// A train's result: the trained network, the losses it appended, and the loss at its
+    /// starting weights (which becomes `initial_loss` if the history had none).
+    pub async fn record_train(
+        self,
+        net: Network,
+        losses: Vec<f64>,
+        start_loss: Option<f64>,
+    ) -> StoreResult<Arc<Session>> {
+        let before = self.snapshot();
+        let mut s = (*before).clone();
+        // `+ 0.0`: a loss of -0.0 is 0.0, as every loss is written (and as SQLite keeps it).
+        s.initial_loss = before.initial_loss.or(start_loss.map(|l| l + 0.0));
+        if losses.is_empty() && s.initial_loss == before.initial_loss {
+            // Nothing was applied (diverged or stopped at once): nothing to write.
+            return Ok(before);
+        }
+        s.net = Arc::new(net);
+        let from = before.history.len();
+        self.commit(s, sql::Part::Trained { from, losses }).await
+    }
+
+    async fn commit(mut self, mut session: Session, part: sql::Part) -> StoreResult<Arc<Session>> {
+        let (_, stamp) = self.entry.stamped();
+        let touched = clock_second(now_millis());
+        let new_stamp = match &self.store.0.db {
+            None => stamp,
+            Some(db) => {
+                let written = db
+                    .commit(
+                        self.remote.as_mut(),
+                        &self.entry.id,
+                        &session,
+                        &part,
+                        touched,
+                        stamp.version,
+                    )
+                    .await?;
+                // None: deleted meanwhile; the state is still published (to nobody) and answered.
+                written.unwrap_or(stamp)
+            }
+        };
+        if let sql::Part::Trained { losses, .. } = &part {
+            // Only now, with the losses on disk, does the shared log grow.
+            session.history = session.history.appended(losses);
+        }
+        self.entry.set_touched(touched);
+        let session = Arc::new(session);
+        self.entry.publish(session.clone(), new_stamp);
+        Ok(session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_print_back() {
+        for (text, want) in [
+            ("memory", Location::Memory),
+            ("sqlite:backprop.db", Location::Sqlite("backprop.db".into())),
+            (
+                "sqlite:///var/lib/b.db",
+                Location::Sqlite("/var/lib/b.db".into()),
+            ),
+            (
+                "postgres://u:secret@db/backprop",
+                Location::Postgres("postgres://u:secret@db/backprop".into()),
+            ),
+        ] {
+            let got: Location = text.parse().unwrap();
+            assert_eq!(got, want, "{text}");
+            let again: Location = got.to_string().parse().unwrap();
+            assert_eq!(again, want, "{text} printed as {got}");
+        }
+        let pg: Location = "postgres://u:secret@db/backprop".parse().unwrap();
+        assert!(!format!("{pg:?}").contains("secret"), "{pg:?}");
+        for bad in ["", "sqlite:", "mysql://x", "backprop.db"] {
+            let e = bad.parse::<Location>().unwrap_err();
+            assert!(e.contains("sqlite:PATH"), "{bad:?}: {e}");
+        }
+    }
+
+    fn a_session() -> Session {
+        let init = Init::NumpyRand { seed: 0 };
+        let net = Network::new(crate::nn::NetConfig::new(vec![4, 3]), &init).unwrap();
+        Session {
+            net: Arc::new(net),
+            init: (&init).into(),
+            dataset: None,
+            history: History::default(),
+            initial_loss: None,
+        }
+    }
+
+    /// Keys at the store level (issue 9 builds the routes on this), in memory and in SQLite,
+    /// where they outlive the process; PostgreSQL's are in tests/replicas.rs.
+    #[tokio::test]
+    async fn keys_own_sessions_and_are_kept_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_sessions: 10,
+            ttl_secs: 0,
+        };
+        for location in [
+            Location::Memory,
+            Location::Sqlite(dir.path().join("keys.db")),
+        ] {
+            let store = Store::open(&location, limits.clone()).await.unwrap();
+            let made = store.create_key("alice", "h-a").await.unwrap();
+            assert_eq!((made.name.as_str(), made.hash.as_str()), ("alice", "h-a"));
+            assert!(matches!(
+                store.create_key("alice", "h-x").await,
+                Err(StoreError::KeyExists(name)) if name == "alice"
+            ));
+            store.create_key("bob", "h-b").await.unwrap();
+            let alice = Owner {
+                name: "alice",
+                max_sessions: 2,
+            };
+            let s = store.insert(a_session(), Some(alice)).await.unwrap();
+            store.insert(a_session(), Some(alice)).await.unwrap();
+            assert!(matches!(
+                store.insert(a_session(), Some(alice)).await,
+                Err(StoreError::TooManySessions { limit: 2, owner: Some(o) }) if o == "alice"
+            ));
+            store.insert(a_session(), None).await.unwrap();
+            assert_eq!(store.count(Some("alice")).await.unwrap(), 2, "{location}");
+            assert_eq!(store.count(None).await.unwrap(), 3, "{location}");
+            let (page, total) = store.list(0, 10, Some("alice")).await.unwrap();
+            assert_eq!((page.len(), total), (2, 2));
+            assert!(page.iter().all(|e| e.owner.as_deref() == Some("alice")));
+
+            let kept = if location == Location::Memory {
+                store
+            } else {
+                drop(store);
+                Store::open(&location, limits.clone()).await.unwrap()
+            };
+            let keys: Vec<(String, usize)> = kept
+                .keys()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.key.name, k.sessions))
+                .collect();
+            assert_eq!(keys, [("alice".into(), 2), ("bob".into(), 0)], "{location}");
+            let found = kept.key_by_hash("h-b").await.unwrap().unwrap();
+            assert_eq!(found.name, "bob");
+            assert!(kept.delete_key("alice").await.unwrap());
+            assert!(!kept.delete_key("alice").await.unwrap());
+            assert_eq!(kept.key_by_hash("h-a").await.unwrap(), None);
+            // Revoking a key leaves its sessions.
+            assert_eq!(
+                kept.get(&s.id).await.unwrap().owner.as_deref(),
+                Some("alice")
+            );
+        }
+    }
+
+    #[test]
+    fn the_clock_second_rounds_up() {
+        assert_eq!(clock_second(5000), 5);
+        assert_eq!(clock_second(5001), 6);
+        assert_eq!(clock_second(5999), 6);
+        assert_eq!(clock_second(-1), 0);
+    }
+}
