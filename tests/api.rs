@@ -10,6 +10,8 @@ mod helpers;
 
 #[path = "api/auth.rs"]
 mod auth;
+#[path = "api/charts.rs"]
+mod charts;
 #[path = "api/concurrency.rs"]
 mod concurrency;
 #[path = "api/details.rs"]

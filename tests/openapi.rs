@@ -1173,6 +1173,20 @@ async fn a_notebook_session_answers_as_the_spec_says() {
     app.get(format!("/sessions/{unseeded}/loss?format=csv"))
         .await
         .expect(200);
+    // The chart, of a history and of none.
+    for q in [
+        "",
+        "?log=true",
+        "?log=false&width=1000&height=500",
+        "?width=200&height=150",
+    ] {
+        app.get(format!("/sessions/{s1_id}/loss.svg{q}"))
+            .await
+            .expect(200);
+    }
+    app.get(format!("/sessions/{unseeded}/loss.svg?log=true"))
+        .await
+        .expect(200);
 
     // Weights: read, put back (a new history), with and without biases.
     let w = app
@@ -1810,6 +1824,31 @@ async fn errors(app: &App, s1: &str, bare: &str) {
             Call::new("GET", "/sessions?limit=5000"),
             422,
             "invalid_value",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?log=yes")),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?width=wide")),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?width=199")),
+            422,
+            "invalid_value",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?height=4001")),
+            422,
+            "invalid_value",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{UNKNOWN_ID}/loss.svg")),
+            404,
+            "not_found",
         ),
         (Call::new("GET", "/sessions?limit=0"), 422, "invalid_value"),
         (

@@ -1,6 +1,7 @@
 //! The HTTP layer: one file per resource, each with its handlers and `router()`.
 //! Handlers parse, call the core on a blocking worker, and shape the answer.
 
+mod charts;
 mod datasets;
 mod extract;
 mod grading;
@@ -102,6 +103,7 @@ pub fn app(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(training::router())
         .merge(grading::router())
+        .merge(charts::router())
         .fallback(unknown_route)
         .with_state(state.clone());
     // The layers wrap the routed service as a whole: the token is checked before routing,
