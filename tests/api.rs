@@ -20,6 +20,8 @@ mod details;
 mod divergence;
 #[path = "api/errors.rs"]
 mod errors;
+#[path = "api/formats.rs"]
+mod formats;
 #[path = "api/json_exact.rs"]
 mod json_exact;
 #[path = "api/limits.rs"]

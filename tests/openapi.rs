@@ -1101,6 +1101,23 @@ async fn a_notebook_session_answers_as_the_spec_says() {
     )
     .await
     .expect(200);
+    // The CSV examples, on a [4, 3] session of their own.
+    let csv_session = app.create(&json!({"layers": [4, 3]})).await;
+    for name in ["cat-dog-ship", "indices"] {
+        let ptr = format!(
+            "{}/requestBody/content/text~1csv/examples/{name}/value",
+            Spec::op_pointer("/sessions/{id}/dataset", "put")
+        );
+        let csv = spec.at(&ptr).as_str().expect("a CSV example is text");
+        app.call(
+            Call::new("PUT", format!("/sessions/{csv_session}/dataset")).raw(Some("text/csv"), csv),
+        )
+        .await
+        .expect(200);
+    }
+    app.call(Call::new("DELETE", format!("/sessions/{csv_session}")))
+        .await
+        .expect(204);
 
     // Training.
     let train = |name| example(spec, "/sessions/{id}/train", "post", name);
@@ -1824,6 +1841,32 @@ async fn errors(app: &App, s1: &str, bare: &str) {
             Call::new("GET", "/sessions?limit=5000"),
             422,
             "invalid_value",
+        ),
+        // Files: CSV and NPZ faults, and a content type no dataset has.
+        (
+            Call::new("PUT", &ds).raw(Some("text/csv"), "1,2,3,4,0\n1,x,3,4,1\n"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("text/csv; charset=utf-8"), "1,2,3,0\n"),
+            422,
+            "shape_mismatch",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("text/csv"), "1,2,3,4,7\n"),
+            422,
+            "invalid_labels",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("application/x-npz"), "not a zip"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("text/plain"), "1,2,3,4,0\n"),
+            415,
+            "unsupported_media_type",
         ),
         (
             Call::new("GET", format!("/sessions/{s1}/loss.svg?log=yes")),

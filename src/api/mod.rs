@@ -4,6 +4,7 @@
 mod charts;
 mod datasets;
 mod extract;
+mod formats;
 mod grading;
 mod health;
 mod sessions;
