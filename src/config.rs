@@ -59,6 +59,10 @@ pub struct Config {
     /// Idle sessions are removed after this many seconds without a request (0: never).
     #[arg(long, env = "BACKPROP_SESSION_TTL_SECS", default_value_t = 3600)]
     pub session_ttl_secs: u64,
+
+    /// Records no metrics (GET /metrics is 404): for measuring what they cost (bench/).
+    #[arg(long, hide = true)]
+    pub no_metrics: bool,
 }
 
 fn default_workers() -> u32 {
@@ -89,6 +93,7 @@ impl Default for Config {
             train_time_limit_secs: 60.0,
             workers: default_workers(),
             session_ttl_secs: 3600,
+            no_metrics: false,
         }
     }
 }
@@ -110,6 +115,7 @@ impl Config {
             train_time_limit_secs,
             workers,
             session_ttl_secs,
+            no_metrics,
         } = self;
         let mut args = vec![
             format!("--addr={addr}"),
@@ -125,6 +131,9 @@ impl Config {
         ];
         if let Some(token) = token {
             args.push(format!("--token={token}"));
+        }
+        if *no_metrics {
+            args.push("--no-metrics".into());
         }
         args
     }
@@ -144,6 +153,7 @@ mod tests {
             train_time_limit_secs: 0.25,
             workers: 3,
             session_ttl_secs: 0,
+            no_metrics: true,
             ..Config::default()
         };
         let mut argv = vec!["backprop-server".to_owned()];

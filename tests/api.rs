@@ -26,6 +26,8 @@ mod formats;
 mod json_exact;
 #[path = "api/limits.rs"]
 mod limits;
+#[path = "api/metrics.rs"]
+mod metrics;
 #[path = "api/notebook.rs"]
 mod notebook;
 #[path = "api/sessions.rs"]

@@ -1029,6 +1029,13 @@ async fn a_notebook_session_answers_as_the_spec_says() {
         file.len(),
         "GET /openapi.yaml is not the openapi.yaml file"
     );
+    let metrics = app.get("/metrics").await;
+    metrics.expect(200);
+    assert!(
+        metrics.body.contains("backprop_http_requests_total"),
+        "{}",
+        metrics.body
+    );
     let list = app.get("/datasets").await.expect(200);
     assert_eq!(list["datasets"].as_array().map(Vec::len), Some(2), "{list}");
     app.get("/datasets/cat-dog-ship").await.expect(200);

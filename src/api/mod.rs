@@ -7,6 +7,7 @@ mod extract;
 mod formats;
 mod grading;
 mod health;
+mod metrics;
 mod sessions;
 mod training;
 mod wire;
@@ -21,9 +22,12 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
-use tower_http::trace::TraceLayer;
+use tower_http::LatencyUnit;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
@@ -39,18 +43,31 @@ struct Inner {
     workers: Arc<Semaphore>,
     /// Set when shutdown begins: training runs stop at their next epoch boundary.
     stopping: AtomicBool,
+    /// The Prometheus recorder's handle; `None` with `--no-metrics`.
+    metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
     pub fn new(config: Config) -> Self {
         let store = Store::new(config.max_sessions, config.session_ttl_secs);
         let workers = Arc::new(Semaphore::new(config.workers.max(1) as usize));
+        let metrics = match config.no_metrics {
+            true => None,
+            false => crate::telemetry::install()
+                .inspect_err(|e| tracing::warn!(error = %e, "metrics are off"))
+                .ok(),
+        };
         Self(Arc::new(Inner {
             config,
             store,
             workers,
             stopping: AtomicBool::new(false),
+            metrics,
         }))
+    }
+
+    pub fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.0.metrics.as_ref()
     }
 
     /// Asks running trains to stop at their next epoch boundary (for shutdown).
@@ -98,23 +115,44 @@ impl AppState {
 
 /// The whole application; tests and `main` serve this.
 pub fn app(state: AppState) -> Router {
-    let routes = Router::new()
+    let metrics_on = state.metrics().is_some();
+    let mut routes = Router::new()
         .merge(health::router())
         .merge(datasets::router())
         .merge(sessions::router())
         .merge(training::router())
         .merge(grading::router())
         .merge(charts::router())
-        .fallback(unknown_route)
-        .with_state(state.clone());
+        .merge(metrics::router())
+        .fallback(unknown_route);
+    if metrics_on {
+        // After every route: a layer wraps only the routes added before it.
+        routes = routes.layer(middleware::from_fn(metrics::tag_route));
+    }
+    let routes = routes.with_state(state.clone());
     // The layers wrap the routed service as a whole: the token is checked before routing,
-    // and the 405 rewrite sees the `Allow` header axum adds after its route layers.
-    Router::new()
+    // and the 405 rewrite sees the `Allow` header axum adds after its route layers. One log
+    // line per request, at info: the method and path (the span), the status and latency.
+    let app = Router::new()
         .fallback_service(routes)
         .layer(middleware::map_response(problem_for_405))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Micros),
+                ),
+        );
+    // Outermost, so it counts every answer (401s before routing too) with its final status.
+    let app = if metrics_on {
+        app.layer(middleware::from_fn(metrics::track))
+    } else {
+        app
+    };
+    app.with_state(state)
 }
 
 async fn unknown_route(req: Request) -> ApiError {
@@ -126,7 +164,7 @@ async fn unknown_route(req: Request) -> ApiError {
 }
 
 /// axum answers a wrong method with an empty 405 and an `Allow` header; give it our body.
-async fn problem_for_405(resp: Response) -> Response {
+async fn problem_for_405(mut resp: Response) -> Response {
     if resp.status() != StatusCode::METHOD_NOT_ALLOWED
         || resp.headers().contains_key(header::CONTENT_TYPE)
     {
@@ -145,6 +183,8 @@ async fn problem_for_405(resp: Response) -> Response {
     if let Some(allow) = allow {
         out.headers_mut().insert(header::ALLOW, allow);
     }
+    // The matched route, for the request metrics.
+    *out.extensions_mut() = std::mem::take(resp.extensions_mut());
     out
 }
 

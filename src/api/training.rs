@@ -20,6 +20,7 @@ use super::wire::{
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{self, Control, Dataset, TrainStatus, Trainer};
 use crate::store::Session;
+use crate::telemetry::QueuedTraining;
 
 /// Forward passes below this many multiply-adds run inline; above it, on a worker.
 const COMPUTE_INLINE_MAX: u128 = 200_000;
@@ -95,6 +96,7 @@ async fn train(
             ))
         })?;
     let return_loss = req.return_loss.unwrap_or(true);
+    let queued = QueuedTraining::enter();
     // Trains on one session run one at a time, in arrival order; waiting holds no worker.
     let writer = entry.writer().await;
     let snapshot = entry.snapshot();
@@ -121,6 +123,7 @@ async fn train(
         .compute(move || {
             // Held until the result is published, even if the client has gone meanwhile.
             let _writer = writer;
+            let running = queued.start();
             let deadline = Instant::now() + limit;
             let mut s: Session = (*snapshot).clone();
             let before = s.history.len();
@@ -135,6 +138,7 @@ async fn train(
                     Control::Continue
                 }
             });
+            running.epochs(outcome.epochs_run);
             if s.initial_loss.is_none() {
                 s.initial_loss = outcome.start_loss;
             }

@@ -136,6 +136,11 @@ impl TestApp {
         }
     }
 
+    /// The last part of what the server printed (its log).
+    pub fn log(&self) -> String {
+        self._process.log()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
