@@ -12,7 +12,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge,
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, by `method`, `route` (the route's template, such as
-/// `/sessions/{id}/train`, or `unmatched`) and `status`.
+/// `/sessions/{id}/train`, or `unmatched` for a path no route has) and `status`.
 pub const HTTP_REQUESTS: &str = "backprop_http_requests_total";
 /// Time from a request's arrival to its response's head, by `method` and `route`.
 pub const HTTP_REQUEST_SECONDS: &str = "backprop_http_request_duration_seconds";

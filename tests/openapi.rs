@@ -957,6 +957,17 @@ async fn route_set_is_the_spec_paths() {
             }
         }
     }
+    // The request metrics label each request with its route, found from the spec's paths:
+    // every path probed above is counted under its own template.
+    let metrics = app.get("/metrics").await;
+    metrics.expect(200);
+    for template in &templates {
+        let label = format!("route=\"{template}\"");
+        assert!(
+            metrics.body.contains(&label),
+            "/metrics counts no request under {label}"
+        );
+    }
     // Paths that are not the spec's: the server must not route them either (each `conformance`
     // also checks against the spec path a probe falls under, if any).
     let id = app.create(&json!({"layers": [4, 3]})).await;

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::AppState;
 
 /// The spec is compiled in, so the binary serves the one that describes it.
-const OPENAPI: &str = include_str!("../../openapi.yaml");
+pub(super) const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 pub fn router() -> Router<AppState> {
     Router::new()

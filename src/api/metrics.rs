@@ -1,23 +1,38 @@
-//! `GET /metrics` (Prometheus' text format), and the middleware that counts and times every
-//! request by the route it matched.
+//! `GET /metrics` (Prometheus' text format), and how every request is counted and timed by
+//! its route.
 //!
 //! The route is the template (`/sessions/{id}/train`), never the path: ids would make a new
-//! series per session. The router knows the template only once it has matched, inside;
-//! the counting happens outside, where 401s (refused before routing) and the final status are
-//! seen. So [`tag_route`], a layer on the routes, puts the template on the response, and
-//! [`track`], around everything, reads it back (`unmatched` when no route matched).
+//! series per session. The request log's `TraceLayer` already times every request from
+//! arrival to response and carries one object per request from one to the other, its
+//! response classifier; [`CountRequests`] makes that classifier, which records the request
+//! (method, route, status, latency) when the response is classified, then classifies it as
+//! tower-http's default does (5xx are failures). Counting thus adds no layer to the stack: a
+//! layer on every route (to read axum's `MatchedPath`) and a response extension to carry it
+//! out cost a one-sample predict about 7% more instructions; this costs it about 2%
+//! (`bench/metrics_overhead.sh` counts them).
+//!
+//! The route is found as axum finds it, with the same matcher (`matchit`) over the same
+//! templates: the paths of `openapi.yaml`, which `tests/openapi.rs` holds to be exactly the
+//! server's routes (and checks are the labels `/metrics` shows). A path no route has is
+//! `unmatched`.
 
+use std::fmt;
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::{Method, Request, Response, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyResponse, MakeClassifier, NeverClassifyEos, ServerErrorsAsFailures,
+    ServerErrorsFailureClass,
+};
 
 use super::AppState;
+use super::health::OPENAPI;
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::{HTTP_REQUEST_SECONDS, HTTP_REQUESTS, SESSIONS};
 
@@ -25,7 +40,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
 }
 
-async fn render(State(state): State<AppState>) -> ApiResult<Response> {
+async fn render(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
     let Some(handle) = state.metrics() else {
         return Err(ApiError::NotFound(
             "this server runs with --no-metrics, so it has no metrics to show".into(),
@@ -44,44 +59,195 @@ async fn render(State(state): State<AppState>) -> ApiResult<Response> {
         .into_response())
 }
 
-/// Puts the matched route's template on the response, for [`track`].
-pub async fn tag_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let mut resp = next.run(req).await;
-    if let Some(route) = route {
-        resp.extensions_mut().insert(route);
+/// The route templates, by the index [`route_of`] gives; 0 is `unmatched`.
+struct Routes {
+    templates: Vec<&'static str>,
+    matcher: matchit::Router<usize>,
+}
+
+static ROUTES: LazyLock<Routes> = LazyLock::new(|| {
+    let mut routes = Routes {
+        templates: vec!["unmatched"],
+        matcher: matchit::Router::new(),
+    };
+    for template in spec_paths(OPENAPI) {
+        // A template matchit refuses would be a route axum refuses too: such a spec does not
+        // get past tests/openapi.rs. Its requests would count as unmatched.
+        if routes
+            .matcher
+            .insert(template, routes.templates.len())
+            .is_ok()
+        {
+            routes.templates.push(template);
+        }
     }
-    resp
+    routes
+});
+
+/// The keys of the spec's `paths:` mapping: the lines `  /path:` after `paths:` and before
+/// the next top-level key.
+fn spec_paths(spec: &'static str) -> impl Iterator<Item = &'static str> {
+    spec.lines()
+        .skip_while(|l| *l != "paths:")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter_map(|l| l.strip_prefix("  /").map(|_| &l[2..]))
+        .filter_map(|l| l.strip_suffix(':'))
 }
 
-/// Counts and times every request by method, route and status.
-pub async fn track(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(req.method());
-    let resp = next.run(req).await;
-    let route = resp
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched".to_string(), |m| m.as_str().to_string());
-    let status = resp.status().as_u16().to_string();
-    counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    resp
+/// The index of the route `path` falls under (0: none).
+fn route_of(path: &str) -> usize {
+    ROUTES.matcher.at(path).map_or(0, |m| *m.value)
 }
 
-/// The method as a label: the standard ones, and `other` for the rest (a method is any token
+/// The methods as labels: the standard ones, and `other` for the rest (a method is any token
 /// a client likes, and each would be a new series).
-fn method_label(m: &Method) -> &'static str {
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other",
+];
+
+/// The index of `m`'s label in [`METHODS`].
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+/// The request log's classifier maker: with `on`, each request's classifier counts it.
+#[derive(Clone, Copy)]
+pub struct CountRequests {
+    pub on: bool,
+}
+
+impl MakeClassifier for CountRequests {
+    type Classifier = Counted;
+    type FailureClass = ServerErrorsFailureClass;
+    type ClassifyEos = NeverClassifyEos<ServerErrorsFailureClass>;
+
+    fn make_classifier<B>(&self, req: &Request<B>) -> Counted {
+        Counted(self.on.then(|| Arrival {
+            method: method_index(req.method()),
+            route: route_of(req.uri().path()),
+            at: Instant::now(),
+        }))
+    }
+}
+
+#[derive(Clone)]
+struct Arrival {
+    method: usize,
+    route: usize,
+    at: Instant,
+}
+
+/// One request's classifier: records the request, then classifies as tower-http does.
+#[derive(Clone)]
+pub struct Counted(Option<Arrival>);
+
+impl ClassifyResponse for Counted {
+    type FailureClass = ServerErrorsFailureClass;
+    type ClassifyEos = NeverClassifyEos<ServerErrorsFailureClass>;
+
+    fn classify_response<B>(
+        self,
+        res: &Response<B>,
+    ) -> ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
+        if let Some(a) = self.0 {
+            record(&a, res.status().as_u16());
+        }
+        ServerErrorsAsFailures::new().classify_response(res)
+    }
+
+    fn classify_error<E: fmt::Display + 'static>(self, error: &E) -> Self::FailureClass {
+        ServerErrorsAsFailures::new().classify_error(error)
+    }
+}
+
+/// One series' handles: its request counter and its latency histogram.
+struct Series {
+    requests: Counter,
+    seconds: Histogram,
+}
+
+/// A route and method's series, by status.
+type ByStatus = Vec<(u16, Series)>;
+
+/// Handles by route and method (at `route * METHODS.len() + method`), then by status; each
+/// registered with the recorder once. A route sees a handful of statuses, so a short list
+/// searched in order beats hashing.
+static SERIES: LazyLock<RwLock<Vec<ByStatus>>> = LazyLock::new(|| {
+    let n = ROUTES.templates.len() * METHODS.len();
+    RwLock::new((0..n).map(|_| Vec::new()).collect())
+});
+
+fn record(a: &Arrival, status: u16) {
+    let seconds = a.at.elapsed().as_secs_f64();
+    let slot = a.route * METHODS.len() + a.method;
+    let find = |list: &[(u16, Series)]| list.iter().position(|(s, _)| *s == status);
+    {
+        let series = SERIES.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = series.get(slot)
+            && let Some(i) = find(list)
+        {
+            list[i].1.requests.increment(1);
+            list[i].1.seconds.record(seconds);
+            return;
+        }
+    }
+    let (method, route) = (METHODS[a.method], ROUTES.templates[a.route]);
+    let mut series = SERIES.write().unwrap_or_else(PoisonError::into_inner);
+    let Some(list) = series.get_mut(slot) else {
+        return;
+    };
+    let i = find(list).unwrap_or_else(|| {
+        list.push((
+            status,
+            Series {
+                requests: counter!(
+                    HTTP_REQUESTS,
+                    "method" => method,
+                    "route" => route,
+                    "status" => status.to_string()
+                ),
+                seconds: histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route),
+            },
+        ));
+        list.len() - 1
+    });
+    list[i].1.requests.increment(1);
+    list[i].1.seconds.record(seconds);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_the_specs_paths_matched_as_axum_matches_them() {
+        let paths: Vec<&str> = spec_paths(OPENAPI).collect();
+        assert!(paths.contains(&"/sessions/{id}/train"), "{paths:?}");
+        assert!(paths.contains(&"/healthz"), "{paths:?}");
+        assert_eq!(
+            ROUTES.templates.len(),
+            paths.len() + 1,
+            "every path is matched"
+        );
+        let of = |p| ROUTES.templates[route_of(p)];
+        assert_eq!(
+            of("/sessions/7d1c3a52-5c2e-4a53-9f0e-2b8e6f1d9c40/train"),
+            "/sessions/{id}/train"
+        );
+        assert_eq!(of("/sessions/import"), "/sessions/import");
+        assert_eq!(of("/sessions/x/loss.svg"), "/sessions/{id}/loss.svg");
+        assert_eq!(of("/sessions/"), "unmatched");
+        assert_eq!(of("/sessions/x/train/"), "unmatched");
+        assert_eq!(of("/nope"), "unmatched");
     }
 }

@@ -115,8 +115,7 @@ impl AppState {
 
 /// The whole application; tests and `main` serve this.
 pub fn app(state: AppState) -> Router {
-    let metrics_on = state.metrics().is_some();
-    let mut routes = Router::new()
+    let routes = Router::new()
         .merge(health::router())
         .merge(datasets::router())
         .merge(sessions::router())
@@ -124,35 +123,29 @@ pub fn app(state: AppState) -> Router {
         .merge(grading::router())
         .merge(charts::router())
         .merge(metrics::router())
-        .fallback(unknown_route);
-    if metrics_on {
-        // After every route: a layer wraps only the routes added before it.
-        routes = routes.layer(middleware::from_fn(metrics::tag_route));
-    }
-    let routes = routes.with_state(state.clone());
+        .fallback(unknown_route)
+        .with_state(state.clone());
     // The layers wrap the routed service as a whole: the token is checked before routing,
-    // and the 405 rewrite sees the `Allow` header axum adds after its route layers. One log
-    // line per request, at info: the method and path (the span), the status and latency.
-    let app = Router::new()
+    // and the 405 rewrite sees the `Allow` header axum adds after its route layers. The trace
+    // logs one line per request at info (the method and path in its span, then the status
+    // and latency), and its classifier counts the request for the metrics.
+    let count = metrics::CountRequests {
+        on: state.metrics().is_some(),
+    };
+    Router::new()
         .fallback_service(routes)
         .layer(middleware::map_response(problem_for_405))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(
-            TraceLayer::new_for_http()
+            TraceLayer::new(count)
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(
                     DefaultOnResponse::new()
                         .level(Level::INFO)
                         .latency_unit(LatencyUnit::Micros),
                 ),
-        );
-    // Outermost, so it counts every answer (401s before routing too) with its final status.
-    let app = if metrics_on {
-        app.layer(middleware::from_fn(metrics::track))
-    } else {
-        app
-    };
-    app.with_state(state)
+        )
+        .with_state(state)
 }
 
 async fn unknown_route(req: Request) -> ApiError {
@@ -164,7 +157,7 @@ async fn unknown_route(req: Request) -> ApiError {
 }
 
 /// axum answers a wrong method with an empty 405 and an `Allow` header; give it our body.
-async fn problem_for_405(mut resp: Response) -> Response {
+async fn problem_for_405(resp: Response) -> Response {
     if resp.status() != StatusCode::METHOD_NOT_ALLOWED
         || resp.headers().contains_key(header::CONTENT_TYPE)
     {
@@ -183,8 +176,6 @@ async fn problem_for_405(mut resp: Response) -> Response {
     if let Some(allow) = allow {
         out.headers_mut().insert(header::ALLOW, allow);
     }
-    // The matched route, for the request metrics.
-    *out.extensions_mut() = std::mem::take(resp.extensions_mut());
     out
 }
 

@@ -227,8 +227,13 @@ async fn metrics_need_the_token_when_there_is_one_and_can_be_off() {
         .send_as(Auth::Missing, Method::GET, "/metrics", None, None)
         .await;
     assert_problem(&resp, 401, "unauthorized");
+    let resp = app
+        .send_as(Auth::Missing, Method::GET, "/no/such/route", None, None)
+        .await;
+    assert_problem(&resp, 401, "unauthorized");
     let m = scrape(&app).await;
-    // Refused before routing: counted, under no route.
+    // Refused before routing, and counted under the route the path has, if any.
+    assert_eq!(m.requests("GET", "/metrics", 401), 1.0);
     assert_eq!(m.requests("GET", "unmatched", 401), 1.0);
 
     let off = spawn_app(Config {
