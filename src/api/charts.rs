@@ -29,8 +29,7 @@ const DEFAULT_SIZE: (u64, u64) = (640, 400);
 
 /// The series' colour (matplotlib's first, which students know) and the muted ones.
 const LINE: RGBColor = RGBColor(31, 119, 180);
-const GRID_LIGHT: RGBColor = RGBColor(238, 238, 238);
-const GRID_BOLD: RGBColor = RGBColor(205, 205, 205);
+const GRID: RGBColor = RGBColor(215, 215, 215);
 const NOTE: RGBColor = RGBColor(90, 90, 90);
 
 pub fn router() -> axum::Router<AppState> {
@@ -262,8 +261,10 @@ impl<'a> Frame<'a> {
             .y_label_formatter(&y_label)
             .label_style(font.clone())
             .axis_desc_style(font.clone())
-            .light_line_style(GRID_LIGHT)
-            .bold_line_style(GRID_BOLD)
+            // One grid line per tick, no finer ones: a terminal's image viewer (chafa, timg)
+            // turns fine grids into noise, and the ticks are what a reader reads off.
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
             .axis_style(BLACK.stroke_width(1))
             .draw()?;
         if points.is_empty() {
