@@ -144,48 +144,24 @@ fn draw(spec: &ChartSpec, initial: Option<f64>, history: &[f64], out: &mut Strin
         root.present()?;
         return Ok(());
     }
-    // Zeros cannot go on a log axis; they are drawn at its floor.
-    let smallest_positive = (first_epoch..=last_epoch)
-        .map(loss)
-        .filter(|v| *v > 0.0)
-        .fold(f64::INFINITY, f64::min);
+    let (lo, hi, smallest_positive) = (first_epoch..=last_epoch).map(loss).fold(
+        (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY),
+        |(lo, hi, pos), v| (lo.min(v), hi.max(v), if v > 0.0 { pos.min(v) } else { pos }),
+    );
     let log = spec.log && smallest_positive.is_finite();
-    let floor = if log {
-        smallest_positive
-    } else {
-        f64::NEG_INFINITY
-    };
-    let columns = spec.width as usize;
-    let points = decimate(first_epoch, count, columns, |e| loss(e).max(floor));
-    let (lo, hi) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, v)| {
-            (lo.min(v), hi.max(v))
-        });
     let x_range = first_epoch..last_epoch.max(first_epoch + 1);
     let last = (last_epoch, loss(last_epoch));
     let frame = Frame::new(spec, &layout, x_range, log);
+    let columns = spec.width as usize;
     if log {
-        let (lo, hi) = if hi / lo < 10.0 {
-            let mid = (lo * hi).sqrt();
-            (mid / 10f64.sqrt(), mid * 10f64.sqrt())
-        } else {
-            (lo / 1.25, hi * 1.25)
-        };
-        frame.draw(&root, (lo..hi).log_scale(), &points, Some(last))?;
+        let (bottom, top) = log_range(smallest_positive, hi);
+        // Zeros (and anything below the axis) are drawn on its floor.
+        let points = decimate(first_epoch, count, columns, |e| loss(e).clamp(bottom, top));
+        frame.draw(&root, (bottom..top).log_scale(), &points, Some(last))?;
     } else {
-        let pad = if hi > lo {
-            (hi - lo) * 0.05
-        } else {
-            (hi.abs() * 0.1).max(1e-6)
-        };
-        // A loss is never negative: the axis need not go below 0.
-        let bottom = if lo >= 0.0 {
-            (lo - pad).max(0.0)
-        } else {
-            lo - pad
-        };
-        frame.draw(&root, bottom..hi + pad, &points, Some(last))?;
+        let (bottom, top) = linear_range(lo, hi);
+        let points = decimate(first_epoch, count, columns, loss);
+        frame.draw(&root, bottom..top, &points, Some(last))?;
     }
     if spec.log && !log {
         centred_note(
@@ -197,6 +173,43 @@ fn draw(spec: &ChartSpec, initial: Option<f64>, history: &[f64], out: &mut Strin
     root.present()?;
     Ok(())
 }
+
+/// A linear axis around losses from `lo` to `hi`, 5% to spare, finite however large they
+/// are, and not below 0 (a loss never is).
+fn linear_range(lo: f64, hi: f64) -> (f64, f64) {
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        (hi.abs() * 0.1).max(1e-6)
+    };
+    let bottom = if lo >= 0.0 {
+        (lo - pad).max(0.0)
+    } else {
+        lo - pad
+    };
+    (bottom, (hi + pad).min(f64::MAX))
+}
+
+/// A log axis around positive losses from `lo` to `hi`: at least a decade, at most
+/// [`LOG_DECADES`] (so the axis' own arithmetic, `top / bottom`, stays finite), and not below
+/// [`LOG_MIN`]; losses below the axis are drawn on its floor.
+fn log_range(lo: f64, hi: f64) -> (f64, f64) {
+    let lo = lo.max(LOG_MIN);
+    let hi = hi.max(lo);
+    let (bottom, top) = if hi / lo < 10.0 {
+        // The geometric mean without the product, which could overflow.
+        let mid = lo.sqrt() * hi.sqrt();
+        (mid / 10f64.sqrt(), mid * 10f64.sqrt())
+    } else {
+        (lo / 1.25, hi * 1.25)
+    };
+    let top = top.min(f64::MAX);
+    (bottom.max(top / 10f64.powi(LOG_DECADES)), top)
+}
+
+/// The most decades a log axis spans, and the smallest loss it shows apart from zero.
+const LOG_DECADES: i32 = 300;
+const LOG_MIN: f64 = 1e-300;
 
 /// The axes' settings, whatever the loss axis is.
 struct Frame<'a> {
@@ -429,6 +442,41 @@ mod tests {
         // Short series are kept whole.
         let few = decimate(0, 10, 100, |e| e as f64);
         assert_eq!(few, (0..10).map(|e| (e, e as f64)).collect::<Vec<_>>());
+    }
+
+    /// Any history a session can hold (an import sets any finite losses >= 0) draws.
+    #[test]
+    fn extreme_histories_draw_without_panicking() {
+        let histories: &[&[f64]] = &[
+            &[f64::MAX],
+            &[0.0],
+            &[0.0, 0.0, 0.0],
+            &[5e-324],
+            &[5e-324, f64::MAX],
+            &[0.0, f64::MAX, 1.0],
+            &[1e300, 1e-300],
+            &[1.0; 3],
+            &[2.5],
+        ];
+        for history in histories {
+            for log in [false, true] {
+                for (width, height) in [(200, 150), (640, 400), (4000, 4000)] {
+                    let spec = ChartSpec {
+                        title: "t".into(),
+                        width,
+                        height,
+                        log,
+                    };
+                    for initial in [None, Some(history[0])] {
+                        let svg = loss_chart(&spec, initial, history).unwrap_or_else(|e| {
+                            panic!("{history:?} log={log} {width}x{height}: {e}")
+                        });
+                        assert!(svg.starts_with("<svg"), "{history:?}");
+                        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{history:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
