@@ -319,17 +319,20 @@ fn read_csv(body: &[u8], limits: Limits, n_in: usize, n_out: usize) -> ApiResult
 }
 
 /// Whether the first row names the columns rather than holding a sample: every value is
-/// text (`sepal_length,...,species`), or the row is pandas' column numbers `0,1,2,...`
-/// (`pd.DataFrame(array).to_csv(index=False)` writes them). A row of numbers and text is a
-/// sample with a fault, reported as such, never dropped as a header.
+/// empty or a name ([`is_name`]: `sepal_length,...,species`), or the row is pandas' column
+/// numbers `0,1,2,...` (`pd.DataFrame(array).to_csv(index=False)` writes them). A row of
+/// numbers and names is a sample with a fault, reported as such, never dropped as a header.
 fn is_header(first: &csv::ByteRecord) -> bool {
     let values = first.len() - 1;
-    let all_text = first.iter().take(values).all(|f| number(f).is_none());
+    let all_names = first
+        .iter()
+        .take(values)
+        .all(|f| f.is_empty() || is_name(f));
     let numbered = first
         .iter()
         .enumerate()
         .all(|(i, f)| std::str::from_utf8(f).ok() == Some(i.to_string().as_str()));
-    all_text || numbered
+    all_names || numbered
 }
 
 /// A hint for a file whose newlines were lost: `curl -d @file` strips them
@@ -361,19 +364,33 @@ fn check_width(fields: usize, n_in: usize, at: u64, body: &[u8]) -> ApiResult<()
     )))
 }
 
-/// A cell as a number: f64's own syntax, after trimming (so `nan` and `inf` read, and are
-/// refused as not finite, rather than as not numbers).
+/// A cell as a number, written as people and NumPy write them: a sign, digits with a point
+/// or a point with digits, an exponent (`5`, `-0.25`, `.5`, `1e-3`, `5.6000e+01`); that is
+/// `[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?`, as `openapi.yaml` says. `nan` and `inf`, which
+/// f64's parser also reads, are not numbers here: in a CSV they are missing values.
 fn number(field: &[u8]) -> Option<f64> {
-    std::str::from_utf8(field).ok()?.trim().parse().ok()
+    let text = std::str::from_utf8(field).ok()?;
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if !unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A class name (or a column's): it begins with anything but a digit, a sign or a point,
+/// so that a number with a typo (`2b`, `-x`) is not taken for a name.
+fn is_name(field: &[u8]) -> bool {
+    field
+        .first()
+        .is_some_and(|c| !(c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.')))
 }
 
 fn cell(field: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(field))
 }
 
-/// A class cell: a whole number is a class index (`2`, `2.0`, or `2.000000000000000000e+00`
-/// as `np.savetxt` writes it: `Some`), anything not a number is a class name (`None`), and
-/// any other number is refused.
+/// A class cell: a number is a class index (`2`, `2.0`, or `2.000000000000000000e+00` as
+/// `np.savetxt` writes it: `Some`) and must be whole; a name is a class name (`None`).
 fn class_index(raw: &[u8], at: u64) -> ApiResult<Option<i64>> {
     if raw.is_empty() {
         return Err(ApiError::InvalidLabels(format!(
@@ -381,13 +398,18 @@ fn class_index(raw: &[u8], at: u64) -> ApiResult<Option<i64>> {
         )));
     }
     match number(raw) {
-        None => Ok(None),
         Some(v) if v.is_finite() && v.fract() == 0.0 => {
             Ok(Some(v.clamp(i64::MIN as f64, i64::MAX as f64) as i64))
         }
-        Some(_) => Err(ApiError::InvalidRequest(format!(
-            "line {at}: the class {} is a number but not a whole one; a class is an index (0, \
-             1, 2, ...) or a name",
+        Some(_) => Err(ApiError::InvalidLabels(format!(
+            "line {at}: the class {} is a number but not a whole one; a class index is 0, 1, \
+             2, ...",
+            cell(raw)
+        ))),
+        None if is_name(raw) => Ok(None),
+        None => Err(ApiError::InvalidRequest(format!(
+            "line {at}: the class {} is neither a class index (a whole number) nor a class \
+             name (a name begins with a letter)",
             cell(raw)
         ))),
     }
@@ -587,7 +609,7 @@ fn read_npz(body: &[u8], limits: Limits, n_in: usize, n_out: usize) -> ApiResult
         let mut indices = Vec::with_capacity(ys.len());
         for (j, &v) in ys.iter().enumerate() {
             if !(v.is_finite() && v.fract() == 0.0) {
-                return Err(ApiError::InvalidRequest(format!(
+                return Err(ApiError::InvalidLabels(format!(
                     "y[{j}] is {v}; class indices are whole numbers (y of shape ({m},)), or send \
                      label rows, shape ({m}, {n_out})"
                 )));

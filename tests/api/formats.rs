@@ -237,16 +237,23 @@ async fn csv_faults_name_the_line_and_leave_the_session_as_it_was() {
         (
             "a fractional class",
             "1,2,3,4,0\n5,6,7,8,1.5\n",
-            400,
-            "invalid_request",
+            422,
+            "invalid_labels",
             &["line 2", "\"1.5\"", "whole"],
         ),
         (
-            "NaN",
+            "a class that is neither",
+            "1,2,3,4,2b\n",
+            400,
+            "invalid_request",
+            &["line 1", "\"2b\"", "neither"],
+        ),
+        (
+            "NaN, a missing value",
             "1,2,3,4,0\nnan,6,7,8,1\n",
-            422,
-            "invalid_value",
-            &["line 2, column 1", "finite"],
+            400,
+            "invalid_request",
+            &["line 2, column 1", "\"nan\" is not a number"],
         ),
         (
             "a number beyond f64",
@@ -598,12 +605,7 @@ np.savez(p("zip64.npz"), x=X, y=Y)
             &["sums to 3"],
         ),
         ("class_3.npz", 422, "invalid_labels", &["y[3] is class 3"]),
-        (
-            "half.npz",
-            400,
-            "invalid_request",
-            &["y[1] is 0.5", "whole"],
-        ),
+        ("half.npz", 422, "invalid_labels", &["y[1] is 0.5", "whole"]),
         (
             "no_y.npz",
             400,
