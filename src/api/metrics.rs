@@ -16,8 +16,9 @@
 //! server's routes (and checks are the labels `/metrics` shows). A path no route has is
 //! `unmatched`.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::{LazyLock, PoisonError, RwLock};
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::Router;
@@ -179,50 +180,44 @@ struct Series {
 /// A route and method's series, by status.
 type ByStatus = Vec<(u16, Series)>;
 
-/// Handles by route and method (at `route * METHODS.len() + method`), then by status; each
-/// registered with the recorder once. A route sees a handful of statuses, so a short list
-/// searched in order beats hashing.
-static SERIES: LazyLock<RwLock<Vec<ByStatus>>> = LazyLock::new(|| {
-    let n = ROUTES.templates.len() * METHODS.len();
-    RwLock::new((0..n).map(|_| Vec::new()).collect())
-});
+thread_local! {
+    /// This thread's handles, by route and method (at `route * METHODS.len() + method`), then
+    /// by status; each registered with the recorder once per thread (the recorder hands every
+    /// thread the same series). Per thread, so a request takes no lock that the other
+    /// workers also take: on a busy server that cache line would move between cores on every
+    /// request. A route sees a handful of statuses, so a short list searched in order beats
+    /// hashing.
+    static SERIES: RefCell<Vec<ByStatus>> = const { RefCell::new(Vec::new()) };
+}
 
 fn record(a: &Arrival, status: u16) {
     let seconds = a.at.elapsed().as_secs_f64();
-    let slot = a.route * METHODS.len() + a.method;
-    let find = |list: &[(u16, Series)]| list.iter().position(|(s, _)| *s == status);
-    {
-        let series = SERIES.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(list) = series.get(slot)
-            && let Some(i) = find(list)
-        {
-            list[i].1.requests.increment(1);
-            list[i].1.seconds.record(seconds);
-            return;
+    SERIES.with_borrow_mut(|series| {
+        if series.is_empty() {
+            series.resize_with(ROUTES.templates.len() * METHODS.len(), Vec::new);
         }
-    }
-    let (method, route) = (METHODS[a.method], ROUTES.templates[a.route]);
-    let mut series = SERIES.write().unwrap_or_else(PoisonError::into_inner);
-    let Some(list) = series.get_mut(slot) else {
-        return;
-    };
-    let i = find(list).unwrap_or_else(|| {
-        list.push((
-            status,
-            Series {
-                requests: counter!(
+        let Some(list) = series.get_mut(a.route * METHODS.len() + a.method) else {
+            return;
+        };
+        let i = match list.iter().position(|(s, _)| *s == status) {
+            Some(i) => i,
+            None => {
+                let (method, route) = (METHODS[a.method], ROUTES.templates[a.route]);
+                let requests = counter!(
                     HTTP_REQUESTS,
                     "method" => method,
                     "route" => route,
                     "status" => status.to_string()
-                ),
-                seconds: histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route),
-            },
-        ));
-        list.len() - 1
+                );
+                let seconds =
+                    histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route);
+                list.push((status, Series { requests, seconds }));
+                list.len() - 1
+            }
+        };
+        list[i].1.requests.increment(1);
+        list[i].1.seconds.record(seconds);
     });
-    list[i].1.requests.increment(1);
-    list[i].1.seconds.record(seconds);
 }
 
 #[cfg(test)]
