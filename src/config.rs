@@ -98,6 +98,9 @@ pub struct Config {
     #[arg(long, env = "BACKPROP_DATABASE", default_value = DEFAULT_DATABASE,
           hide_env_values = true)]
     pub database: Location,
+    /// Records no metrics (GET /metrics is 404): for measuring what they cost (bench/).
+    #[arg(long, hide = true)]
+    pub no_metrics: bool,
 }
 
 fn default_workers() -> u32 {
@@ -133,6 +136,7 @@ impl Default for Config {
             idle_timeout_secs: 60.0,
             max_connections: None,
             database: Location::Sqlite(DEFAULT_DATABASE.trim_start_matches("sqlite:").into()),
+            no_metrics: false,
         }
     }
 }
@@ -159,6 +163,7 @@ impl Config {
             idle_timeout_secs,
             max_connections,
             database,
+            no_metrics,
         } = self;
         let mut args = vec![
             format!("--addr={addr}"),
@@ -182,6 +187,9 @@ impl Config {
         if let Some(token) = token {
             args.push(format!("--token={token}"));
         }
+        if *no_metrics {
+            args.push("--no-metrics".into());
+        }
         args
     }
 }
@@ -204,6 +212,7 @@ mod tests {
             idle_timeout_secs: 2.25,
             max_connections: Some(900),
             database: "postgres://u:pw@db:5432/backprop".parse().unwrap(),
+            no_metrics: true,
             ..Config::default()
         };
         let mut argv = vec!["backprop-server".to_owned()];

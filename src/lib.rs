@@ -12,6 +12,7 @@ pub mod datasets;
 pub mod error;
 pub mod nn;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::time::Duration;

@@ -10,6 +10,8 @@ mod helpers;
 
 #[path = "api/auth.rs"]
 mod auth;
+#[path = "api/charts.rs"]
+mod charts;
 #[path = "api/concurrency.rs"]
 mod concurrency;
 #[path = "api/details.rs"]
@@ -18,10 +20,14 @@ mod details;
 mod divergence;
 #[path = "api/errors.rs"]
 mod errors;
+#[path = "api/formats.rs"]
+mod formats;
 #[path = "api/json_exact.rs"]
 mod json_exact;
 #[path = "api/limits.rs"]
 mod limits;
+#[path = "api/metrics.rs"]
+mod metrics;
 #[path = "api/notebook.rs"]
 mod notebook;
 #[path = "api/sessions.rs"]

@@ -961,6 +961,17 @@ async fn route_set_is_the_spec_paths() {
             }
         }
     }
+    // The request metrics label each request with its route, found from the spec's paths:
+    // every path probed above is counted under its own template.
+    let metrics = app.get("/metrics").await;
+    metrics.expect(200);
+    for template in &templates {
+        let label = format!("route=\"{template}\"");
+        assert!(
+            metrics.body.contains(&label),
+            "/metrics counts no request under {label}"
+        );
+    }
     // Paths that are not the spec's: the server must not route them either (each `conformance`
     // also checks against the spec path a probe falls under, if any).
     let id = app.create(&json!({"layers": [4, 3]})).await;
@@ -1037,6 +1048,13 @@ async fn a_notebook_session_answers_as_the_spec_says() {
         file.len(),
         "GET /openapi.yaml is not the openapi.yaml file"
     );
+    let metrics = app.get("/metrics").await;
+    metrics.expect(200);
+    assert!(
+        metrics.body.contains("backprop_http_requests_total"),
+        "{}",
+        metrics.body
+    );
     let list = app.get("/datasets").await.expect(200);
     assert_eq!(list["datasets"].as_array().map(Vec::len), Some(2), "{list}");
     app.get("/datasets/cat-dog-ship").await.expect(200);
@@ -1109,6 +1127,23 @@ async fn a_notebook_session_answers_as_the_spec_says() {
     )
     .await
     .expect(200);
+    // The CSV examples, on a [4, 3] session of their own.
+    let csv_session = app.create(&json!({"layers": [4, 3]})).await;
+    for name in ["cat-dog-ship", "indices"] {
+        let ptr = format!(
+            "{}/requestBody/content/text~1csv/examples/{name}/value",
+            Spec::op_pointer("/sessions/{id}/dataset", "put")
+        );
+        let csv = spec.at(&ptr).as_str().expect("a CSV example is text");
+        app.call(
+            Call::new("PUT", format!("/sessions/{csv_session}/dataset")).raw(Some("text/csv"), csv),
+        )
+        .await
+        .expect(200);
+    }
+    app.call(Call::new("DELETE", format!("/sessions/{csv_session}")))
+        .await
+        .expect(204);
 
     // Training.
     let train = |name| example(spec, "/sessions/{id}/train", "post", name);
@@ -1179,6 +1214,20 @@ async fn a_notebook_session_answers_as_the_spec_says() {
         .await
         .expect(200);
     app.get(format!("/sessions/{unseeded}/loss?format=csv"))
+        .await
+        .expect(200);
+    // The chart, of a history and of none.
+    for q in [
+        "",
+        "?log=true",
+        "?log=false&width=1000&height=500",
+        "?width=200&height=150",
+    ] {
+        app.get(format!("/sessions/{s1_id}/loss.svg{q}"))
+            .await
+            .expect(200);
+    }
+    app.get(format!("/sessions/{unseeded}/loss.svg?log=true"))
         .await
         .expect(200);
 
@@ -1818,6 +1867,57 @@ async fn errors(app: &App, s1: &str, bare: &str) {
             Call::new("GET", "/sessions?limit=5000"),
             422,
             "invalid_value",
+        ),
+        // Files: CSV and NPZ faults, and a content type no dataset has.
+        (
+            Call::new("PUT", &ds).raw(Some("text/csv"), "1,2,3,4,0\n1,x,3,4,1\n"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("text/csv; charset=utf-8"), "1,2,3,0\n"),
+            422,
+            "shape_mismatch",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("text/csv"), "1,2,3,4,7\n"),
+            422,
+            "invalid_labels",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("application/x-npz"), "not a zip"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("PUT", &ds).raw(Some("text/plain"), "1,2,3,4,0\n"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?log=yes")),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?width=wide")),
+            400,
+            "invalid_request",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?width=199")),
+            422,
+            "invalid_value",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{s1}/loss.svg?height=4001")),
+            422,
+            "invalid_value",
+        ),
+        (
+            Call::new("GET", format!("/sessions/{UNKNOWN_ID}/loss.svg")),
+            404,
+            "not_found",
         ),
         (Call::new("GET", "/sessions?limit=0"), 422, "invalid_value"),
         (

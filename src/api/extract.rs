@@ -13,7 +13,7 @@ use super::words;
 use crate::error::{ApiError, ApiResult};
 
 /// Bodies above this size are parsed on a blocking worker, not on the async runtime.
-const PARSE_INLINE_MAX: usize = 256 * 1024;
+pub const PARSE_INLINE_MAX: usize = 256 * 1024;
 
 /// A JSON body parsed into `T`; an empty body is 400 `invalid_json`.
 pub struct ApiJson<T>(pub T);
@@ -40,50 +40,74 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for OptionalJso
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
-        let limit = state.config().max_body_bytes;
-        let too_large = || {
-            ApiError::BodyTooLarge(format!(
-                "the body is larger than this server's limit of {limit} bytes \
-                 (--max-body-bytes); send less data per request"
-            ))
-        };
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| body_timeout(&e).unwrap_or_else(too_large))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let Some((content_type, bytes)) = read_body(req, state).await? else {
             return Ok(Self(None));
-        }
+        };
         if !content_type.as_deref().is_some_and(is_json) {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "the body's Content-Type is {}; send JSON with \
                  'Content-Type: application/json' (with curl: --json '{{...}}' sets it)",
-                content_type.map_or("missing".to_owned(), |c| format!("{c:?}"))
+                shown(content_type.as_deref())
             )));
         }
-        let limits = ParseLimits {
-            max_samples: state.config().max_samples,
-            max_history: usize::try_from(state.config().max_history).unwrap_or(usize::MAX),
-        };
-        let value = if bytes.len() <= PARSE_INLINE_MAX {
-            with_limits(limits, || parse(&bytes))?
-        } else {
-            state
-                .compute(move || with_limits(limits, || parse(&bytes)))
-                .await??
-        };
-        Ok(Self(Some(value)))
+        Ok(Self(Some(parse_json_body(state, bytes).await?)))
+    }
+}
+
+/// The body, at most `--max-body-bytes` of it, with its content type; `None` when it is
+/// empty or only whitespace.
+pub async fn read_body(
+    req: Request,
+    state: &AppState,
+) -> ApiResult<Option<(Option<String>, Bytes)>> {
+    let limit = state.config().max_body_bytes;
+    let too_large = || {
+        ApiError::BodyTooLarge(format!(
+            "the body is larger than this server's limit of {limit} bytes \
+             (--max-body-bytes); send less data per request"
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| body_timeout(&e).unwrap_or_else(too_large))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    Ok(Some((content_type, bytes)))
+}
+
+/// A content type as a detail shows it: quoted, or `missing`.
+pub fn shown(content_type: Option<&str>) -> String {
+    content_type.map_or("missing".to_owned(), |c| format!("{c:?}"))
+}
+
+/// Parses a JSON body with the server's limits in force, on a worker when it is large.
+pub async fn parse_json_body<T: DeserializeOwned + Send + 'static>(
+    state: &AppState,
+    bytes: Bytes,
+) -> ApiResult<T> {
+    let limits = ParseLimits {
+        max_samples: state.config().max_samples,
+        max_history: usize::try_from(state.config().max_history).unwrap_or(usize::MAX),
+    };
+    if bytes.len() <= PARSE_INLINE_MAX {
+        with_limits(limits, || parse(&bytes))
+    } else {
+        state
+            .compute(move || with_limits(limits, || parse(&bytes)))
+            .await?
     }
 }
 
@@ -100,7 +124,7 @@ pub(crate) fn body_timeout(e: &axum::Error) -> Option<ApiError> {
 }
 
 /// `application/json` or `application/<anything>+json`, with any parameters.
-fn is_json(content_type: &str) -> bool {
+pub fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()

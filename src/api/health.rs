@@ -11,7 +11,7 @@ use super::AppState;
 use crate::error::ApiResult;
 
 /// The spec is compiled in, so the binary serves the one that describes it.
-const OPENAPI: &str = include_str!("../../openapi.yaml");
+pub(super) const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 pub fn router() -> Router<AppState> {
     Router::new()

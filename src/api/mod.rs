@@ -1,10 +1,13 @@
 //! The HTTP layer: one file per resource, each with its handlers and `router()`.
 //! Handlers parse, call the core on a blocking worker, and shape the answer.
 
+mod charts;
 mod datasets;
 mod extract;
+mod formats;
 mod grading;
 mod health;
+mod metrics;
 mod sessions;
 mod training;
 mod wire;
@@ -19,9 +22,12 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
-use tower_http::trace::TraceLayer;
+use tower_http::LatencyUnit;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
@@ -37,6 +43,8 @@ struct Inner {
     workers: Arc<Semaphore>,
     /// Set when shutdown begins: training runs stop at their next epoch boundary.
     stopping: AtomicBool,
+    /// The Prometheus recorder's handle; `None` with `--no-metrics`.
+    metrics: Option<PrometheusHandle>,
 }
 
 /// Answers holding more numbers than this are serialised on a worker, not on the runtime.
@@ -46,12 +54,23 @@ impl AppState {
     /// The state around an opened store (`crate::open_store`).
     pub fn new(config: Config, store: Store) -> Self {
         let workers = Arc::new(Semaphore::new(config.workers.max(1) as usize));
+        let metrics = match config.no_metrics {
+            true => None,
+            false => crate::telemetry::install()
+                .inspect_err(|e| tracing::warn!(error = %e, "metrics are off"))
+                .ok(),
+        };
         Self(Arc::new(Inner {
             config,
             store,
             workers,
             stopping: AtomicBool::new(false),
+            metrics,
         }))
+    }
+
+    pub fn metrics(&self) -> Option<&PrometheusHandle> {
+        self.0.metrics.as_ref()
     }
 
     /// Asks running trains to stop at their next epoch boundary (for shutdown).
@@ -122,15 +141,30 @@ pub fn app(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(training::router())
         .merge(grading::router())
+        .merge(charts::router())
+        .merge(metrics::router())
         .fallback(unknown_route)
         .with_state(state.clone());
     // The layers wrap the routed service as a whole: the token is checked before routing,
-    // and the 405 rewrite sees the `Allow` header axum adds after its route layers.
+    // and the 405 rewrite sees the `Allow` header axum adds after its route layers. The trace
+    // logs one line per request at info (the method and path in its span, then the status
+    // and latency), and its classifier counts the request for the metrics.
+    let count = metrics::CountRequests {
+        on: state.metrics().is_some(),
+    };
     Router::new()
         .fallback_service(routes)
         .layer(middleware::map_response(problem_for_405))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new(count)
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Micros),
+                ),
+        )
         .with_state(state)
 }
 

@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use super::AppState;
 use super::datasets::unknown_builtin;
 use super::extract::{ApiJson, QueryParams};
+use super::formats::{DatasetBody, FromFile};
 use super::wire::{
     ActivationWire, Int, LabelsWire, Matrices, MethodWire, Object, ReductionWire, Samples, Vectors,
     bare_sample_hint,
@@ -282,6 +283,16 @@ struct DatasetRequest {
     builtin: Option<String>,
 }
 
+impl FromFile for DatasetRequest {
+    fn from_file(x: Samples, y: LabelsWire) -> Self {
+        Self {
+            x: Some(x),
+            y: Some(y),
+            builtin: None,
+        }
+    }
+}
+
 /// Checks an inline batch against the network: sample count, shapes, labels.
 pub fn inline_dataset(
     state: &AppState,
@@ -312,13 +323,15 @@ pub fn check_sample_count(state: &AppState, samples: usize) -> ApiResult<()> {
 async fn put_dataset(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<DatasetRequest>,
+    body: DatasetBody<DatasetRequest>,
 ) -> ApiResult<Json<Value>> {
     let entry = state.store().get(&id).await?;
     let (n_in, n_out) = {
         let c = entry.snapshot().net.config().clone();
         (c.n_in(), c.n_out())
     };
+    // A CSV or NPZ file arrives as the samples and labels of a JSON body would.
+    let req = body.into_request(&state, n_in, n_out).await?;
     let stored: Arc<StoredDataset> = match (req.builtin, req.x, req.y) {
         (Some(name), None, None) => {
             let b = builtin(&name).ok_or_else(|| unknown_builtin(&name))?;

@@ -20,6 +20,7 @@ use super::wire::{
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{self, Control, Dataset, TrainStatus, Trainer};
 use crate::store::Session;
+use crate::telemetry::QueuedTraining;
 
 /// Forward passes below this many multiply-adds run inline; above it, on a worker.
 const COMPUTE_INLINE_MAX: u128 = 200_000;
@@ -98,6 +99,7 @@ async fn train(
             ))
         })?;
     let return_loss = req.return_loss.unwrap_or(true);
+    let queued = QueuedTraining::enter();
     // Trains on one session run one at a time, in arrival order (across replicas too);
     // waiting holds no worker.
     let change = state.store().lock(&entry).await?;
@@ -126,6 +128,7 @@ async fn train(
         let worker = server.clone();
         let (net, losses, outcome) = worker
             .compute(move || {
+                let running = queued.start();
                 let deadline = Instant::now() + limit;
                 // The only copy a train makes: the weights it updates.
                 let mut net = (*snapshot.net).clone();
@@ -141,6 +144,7 @@ async fn train(
                         Control::Continue
                     }
                 });
+                running.epochs(outcome.epochs_run);
                 (net, losses, outcome)
             })
             .await?;

@@ -476,6 +476,21 @@ pub fn python_repr(v: f64) -> String {
     format!("{sign}{body}")
 }
 
+/// NumPy's spelling of a shape: `(3, 4)`, `(3,)`, `()`.
+pub fn numpy_shape(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// `Some(problem)` when `x` looks like one sample sent without its enclosing list: its
 /// "samples" together hold exactly the input layer's `n_in` values
 /// (`{"x": [[56, 231], [24, 1]]}` for a network taking 4). The detail shows the wrapped form.

@@ -17,7 +17,7 @@ mod network;
 mod rng;
 mod train;
 
-pub use data::{Dataset, Labels, SampleSet, SampleSetBuilder};
+pub use data::{Dataset, Labels, MAX_SAMPLE_DEPTH, SampleSet, SampleSetBuilder};
 pub use error::{NnError, Result};
 pub use init::Init;
 pub use network::{Activation, GradReduction, Grads, MAX_LAYERS, NetConfig, Network, Params};

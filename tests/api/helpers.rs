@@ -136,6 +136,11 @@ impl TestApp {
         }
     }
 
+    /// The last part of what the server printed (its log).
+    pub fn log(&self) -> String {
+        self._process.log()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -149,10 +154,23 @@ impl TestApp {
         content_type: Option<&str>,
         body: Option<&str>,
     ) -> Resp {
-        let request = format!(
-            "{method} {path} [content-type {content_type:?}] body {}",
-            clip(body.unwrap_or("<none>"))
-        );
+        let shown = clip(body.unwrap_or("<none>"));
+        let body = body.map(|b| b.as_bytes().to_vec());
+        self.send_bytes_as(auth, method, path, content_type, body, &shown)
+            .await
+    }
+
+    /// A request with a body of any bytes (an NPZ file); `shown` stands for it in messages.
+    pub async fn send_bytes_as(
+        &self,
+        auth: Auth<'_>,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+        shown: &str,
+    ) -> Resp {
+        let request = format!("{method} {path} [content-type {content_type:?}] body {shown}");
         let mut req = self.client.request(method, self.url(path));
         match auth {
             Auth::Default => {
@@ -167,7 +185,7 @@ impl TestApp {
             req = req.header(CONTENT_TYPE, ct);
         }
         if let Some(b) = body {
-            req = req.body(b.to_string());
+            req = req.body(b);
         }
         let resp = req
             .send()

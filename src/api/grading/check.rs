@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::api::AppState;
 use crate::api::extract::ApiJson;
-use crate::api::wire::Object;
+use crate::api::wire::{Object, numpy_shape};
 use crate::error::{ApiError, ApiResult};
 use crate::nn;
 use crate::store::Session;
@@ -466,11 +466,14 @@ fn fault_detail(item: &'static str, g: &Group<'_>, fault: &Fault) -> String {
         &g.key.map(|k| vec![Value::from(k)]).unwrap_or_default(),
     );
     let reference = if g.per_layer {
-        list_of(g.blocks.iter().map(|b| fmt_shape(&b.shape)), g.blocks.len())
+        list_of(
+            g.blocks.iter().map(|b| numpy_shape(&b.shape)),
+            g.blocks.len(),
+        )
     } else {
         g.blocks
             .first()
-            .map_or_else(|| "()".into(), |b| fmt_shape(&b.shape))
+            .map_or_else(|| "()".into(), |b| numpy_shape(&b.shape))
     };
     let Some(sub) = g.submitted else {
         return format!(
@@ -541,26 +544,11 @@ fn list_of(shapes: impl Iterator<Item = String>, len: usize) -> String {
     format!("[{}]", parts.join(", "))
 }
 
-/// NumPy's spelling: `(3, 4)`, `(3,)`, `()`.
-fn fmt_shape(shape: &[usize]) -> String {
-    match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 /// The shape of a submitted value as NumPy would see it, or what it is if it has none.
 fn describe(v: &Value) -> String {
     match v {
         Value::Array(_) => match shape_of(v) {
-            Some(s) => fmt_shape(&s),
+            Some(s) => numpy_shape(&s),
             None => "ragged (its lists differ in length or depth)".into(),
         },
         Value::Number(_) => "() (a single number)".into(),
