@@ -79,7 +79,8 @@ fn allocations_after_first_epoch(mut net: Network, data: &Dataset, epochs: u64) 
     let mut history = Vec::new();
     let mut trainer = Trainer::new(&net, data);
     let mut at_epoch_1 = None;
-    let out = trainer.run(&mut net, data, epochs, &mut history, |e| {
+    let out = trainer.run(&mut net, data, epochs, &mut history, |b| {
+        let e = b.epoch;
         let now = allocations();
         match at_epoch_1 {
             None if e == 1 => at_epoch_1 = Some(now),
