@@ -1,6 +1,7 @@
-//! The training loop allocates nothing after its first epoch: every buffer lives in the
-//! trainer's workspace, the history is reserved up front, and gemm keeps its packing
-//! buffers in thread-locals that the first epoch fills.
+//! Single-threaded, the training loop allocates nothing after its first epoch: every buffer
+//! lives in the trainer's workspace, the per-layer views of a chunk live on the stack, the
+//! history is reserved up front, and faer keeps its packing buffers in a thread-local that
+//! the first product fills.
 //!
 //! A counting allocator wraps the system one. Counts are per thread, so the tests in this
 //! file may run in parallel without seeing each other's allocations.
@@ -56,9 +57,10 @@ fn allocations() -> u64 {
 }
 
 fn cat_dog_ship() -> Dataset {
+    // The notebook's X, each 2x2 image flattened row-major.
     let x = vec![
-        56.0, 231.0, 24.0, 1.0, 120.0, 30.0, 24.0, 0.0, 2.0, 5.0, 210.0, 190.0, 60.0, 220.0, 30.0,
-        2.0, 130.0, 40.0, 20.0, 3.0, 4.0, 10.0, 200.0, 180.0,
+        56.0, 231.0, 24.0, 1.0, 120.0, 30.0, 24.0, 0.0, 20.0, 31.0, 240.0, 100.0, 56.0, 201.0,
+        22.0, -10.0, 140.0, 27.0, 30.0, 10.0, 25.0, 30.0, 230.0, 110.0,
     ];
     let y = Labels::Indices(vec![0, 1, 2, 0, 1, 2]);
     Dataset::new(SampleSet::from_flat(x, 4).unwrap(), y, 4, 3).unwrap()
@@ -135,8 +137,8 @@ fn two_layer_training_allocates_nothing_after_epoch_1() {
     );
 }
 
-/// `[64, 128, 10]` on 300 samples: 300 x 64 x 128 multiply-adds per product, far past the
-/// plain loop's limit, so every product goes through gemm and its thread-local buffers.
+/// `[64, 128, 10]` on 300 samples: two chunks of the forward pass, and products far past
+/// the plain loop's limit, so every product goes through faer and its thread-local buffers.
 #[test]
 fn gemm_sized_training_allocates_nothing_after_epoch_1() {
     let mut config = NetConfig::new(vec![64, 128, 10]);
