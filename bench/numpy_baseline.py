@@ -28,8 +28,8 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 # The notebook's cat-dog-ship: six 2x2 images, classes cat=0, dog=1, ship=2.
-X_RAW = [[[56, 231], [24, 1]], [[120, 30], [24, 0]], [[2, 5], [210, 190]],
-         [[60, 220], [30, 2]], [[130, 40], [20, 3]], [[4, 10], [200, 180]]]
+X_RAW = [[[56, 231], [24, 1]], [[120, 30], [24, 0]], [[20, 31], [240, 100]],
+         [[56, 201], [22, -10]], [[140, 27], [30, 10]], [[25, 30], [230, 110]]]
 Y_RAW = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]]
 
 BLOBS_SAMPLES, BLOBS_LAYERS, BLOBS_EPOCHS = 10_000, [64, 128, 10], 5

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the Rust benchmarks (criterion) and the NumPy baseline on the same machine, in the same
-# run, and prints one table of medians and ratios against issue 2's targets.
+# run, and prints one table of medians and ratios against the targets of issues 2 and 12.
 #
 #   bench/run.sh            # everything: training workloads and the matrix-product kernels
 #   bench/run.sh --quick    # fewer samples and repeats (a smoke test; noisier figures)
@@ -92,17 +92,22 @@ def table(clock):
         rows.append((w, r, nb, v1, None,
                      f"x{nb / r:.0f} notebook (>= 200), x{v1 / r:.1f} vectorised (>= 30)",
                      nb / r >= 200 and v1 / r >= 30))
-    blobs = [k for k in rust if k.startswith(f"train{sfx}/blobs_64-128-10_")]
+    blobs = [k for k in rust if re.fullmatch(rf"train{sfx}/blobs_64-128-10_\d+ep", k)]
     if len(blobs) != 1:
-        sys.exit(f"expected one train{sfx}/blobs_64-128-10_* result, found {blobs}")
+        sys.exit(f"expected one train{sfx}/blobs_64-128-10_<N>ep result, found {blobs}")
     epochs = int(re.search(r"_(\d+)ep$", blobs[0]).group(1))
     r, n = need(blobs[0]) / epochs, res["blobs_64-128-10_per_epoch"]
     nb, v1 = n[f"notebook_{key}"], n[f"vectorised_1t_{key}"]
-    v2 = n["vectorised_2t_s"] if clock == "wall" else None
-    ratios = f"x{nb / r:.0f} notebook, x{v1 / r:.2f} vectorised 1 thread (>= 1)"
-    if v2:
-        ratios += f", x{v2 / r:.2f} 2 threads"
-    rows.append(("blobs_64-128-10 per epoch", r, nb, v1, v2, ratios, v1 / r >= 1))
+    rows.append(("blobs_64-128-10 per epoch", r, nb, v1, None,
+                 f"x{nb / r:.0f} notebook, x{v1 / r:.2f} vectorised 1 thread (>= 2)",
+                 v1 / r >= 2))
+    if clock == "wall":
+        # Two threads on each side; NumPy's BLAS threads and the trainer's pool alike.
+        r2 = need(f"{blobs[0]}_2threads") / epochs
+        v2 = n["vectorised_2t_s"]
+        rows.append(("  same, 2 threads each", r2, None, None, v2,
+                     f"x{v2 / r2:.2f} vectorised 2 threads; Rust 2 threads / 1: {r2 / r:.2f}",
+                     None))
 
     print()
     print(f"{clock} clock" + (" (this thread's CPU time; NumPy 2 threads not comparable)"
@@ -110,8 +115,9 @@ def table(clock):
     print(f"{'workload':28} {'Rust':>12} {'NumPy notebook':>15} {'NumPy vec 1t':>13} "
           f"{'NumPy vec 2t':>13}  ratios (NumPy / Rust)")
     for w, r, nb, v1, v2, ratios, ok in rows:
-        print(f"{w:28} {fmt(r):>12} {fmt(nb):>15} {fmt(v1):>13} "
-              f"{fmt(v2) if v2 else '-':>13}  {ratios}  {'MET' if ok else 'MISSED'}")
+        verdict = "" if ok is None else "  MET" if ok else "  MISSED"
+        print(f"{w:28} {fmt(r):>12} {fmt(nb) if nb else '-':>15} {fmt(v1) if v1 else '-':>13} "
+              f"{fmt(v2) if v2 else '-':>13}  {ratios}{verdict}")
 
 
 table("wall")
@@ -122,7 +128,7 @@ kernels = sorted({k.split("/")[1] for k in rust if k.startswith("gemm/")
 if kernels:
     print()
     print("matrix products of one blobs epoch, GFLOP/s (criterion medians; wall | cpu clock):")
-    print(f"  {'product':14} {'linalg':>13} {'gemm 0.19':>13} {'matrixmultiply':>15}")
+    print(f"  {'product':14} {'linalg (faer)':>13} {'gemm 0.19':>13} {'matrixmultiply':>15}")
     for k in kernels:
         cells = []
         for impl in ["linalg", "gemm", "matrixmultiply"]:
@@ -132,6 +138,17 @@ if kernels:
                 rates.append(f"{flops / t / 1e9:.1f}" if t and flops else "-")
             cells.append(" | ".join(rates))
         print(f"  {k:14} {cells[0]:>13} {cells[1]:>13} {cells[2]:>15}")
+
+small = sorted({k.split("/")[1] for k in rust if k.startswith("gemm/small_")},
+               key=lambda k: [int(d) for d in re.findall(r"\d+", k)])
+if small:
+    print()
+    print("small products, wall clock (linalg runs its plain loop up to 1024 multiply-adds):")
+    print(f"  {'product':18} {'linalg':>10} {'faer':>10}")
+    for k in small:
+        cells = [fmt(rust[f"gemm/{k}/{impl}"][0]) if f"gemm/{k}/{impl}" in rust else "-"
+                 for impl in ["linalg", "faer"]]
+        print(f"  {k:18} {cells[0]:>10} {cells[1]:>10}")
 
 print()
 for lib in np_out["blas_1_thread"]:
