@@ -18,15 +18,17 @@
 //! Every buffer lives in a [`Workspace`] sized once for the batch; single-threaded, the
 //! training loop allocates nothing after its first epoch.
 
+use std::borrow::Cow;
+
 use arrayvec::ArrayVec;
 use faer::{MatMut, MatRef};
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Zip, s};
+use ndarray::{Array1, Array2, ArrayView1};
 use rayon::ThreadPool;
 use rayon::prelude::*;
 
 use super::data::Dataset;
 use super::error::{NnError, Result};
-use super::linalg::{mat, mat_mut, matmul, matmul_into};
+use super::linalg::matmul;
 use super::network::{Activation, GradReduction, Grads, MAX_LAYERS, NetConfig, Network, Params};
 
 /// Samples per chunk of the forward pass: a chunk's activations and deltas of a `[64, 128,
@@ -42,53 +44,81 @@ const MAX_BLOCKS: usize = 8;
 
 type PerLayer<T> = ArrayVec<T, MAX_LAYERS>;
 
-/// Buffers for one batch size. `acts[k]` holds layer k's activation (softmax probabilities
-/// for the last layer); `deltas[k]` holds `dL/dZ_k` (empty for a forward-only workspace).
+/// Buffers for one batch of `m` samples, each row-major. `acts[k]` is layer k's activation
+/// `(m, out_k)` (softmax probabilities for the last layer); `deltas[k]` is `dL/dZ_k`, empty
+/// for a forward-only workspace; `grad_w[k]` is `(out_k, in_k)`.
 struct Workspace {
-    acts: Vec<Array2<f64>>,
-    deltas: Vec<Array2<f64>>,
+    m: usize,
+    acts: Vec<Vec<f64>>,
+    deltas: Vec<Vec<f64>>,
     /// Each sample's term of the loss, summed in sample order once every chunk is done.
     row_loss: Vec<f64>,
-    grad_w: Vec<Array2<f64>>,
-    grad_b: Option<Vec<Array1<f64>>>,
+    grad_w: Vec<Vec<f64>>,
+    grad_b: Option<Vec<Vec<f64>>>,
     /// Filled only for a trace: each layer's `Z_k`, and `dL/dA_k` before `f'` is applied.
     record: Option<Recorded>,
 }
 
 struct Recorded {
-    pre: Vec<Array2<f64>>,
-    upstream: Vec<Array2<f64>>,
+    pre: Vec<Vec<f64>>,
+    upstream: Vec<Vec<f64>>,
 }
 
 /// The parameters and settings one pass reads, shared by every chunk.
 struct Pass<'a> {
     config: &'a NetConfig,
-    params: &'a Params,
+    /// `(out, in)` of each layer.
+    shapes: PerLayer<(usize, usize)>,
+    weights: PerLayer<Cow<'a, [f64]>>,
+    biases: Option<PerLayer<Cow<'a, [f64]>>>,
     /// `s` of `D_L = (P - Y) * s`.
     scale: f64,
+}
+
+/// An array's elements in row-major order: borrowed when they already are (every array
+/// this crate makes), copied otherwise.
+fn row_major<D: ndarray::Dimension>(a: &ndarray::Array<f64, D>) -> Cow<'_, [f64]> {
+    match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+fn rows(s: &[f64], rows: usize, cols: usize) -> MatRef<'_, f64> {
+    MatRef::from_row_major_slice(s, rows, cols)
+}
+
+fn rows_mut(s: &mut [f64], rows: usize, cols: usize) -> MatMut<'_, f64> {
+    MatMut::from_row_major_slice_mut(s, rows, cols)
 }
 
 impl<'a> Pass<'a> {
     fn new(config: &'a NetConfig, params: &'a Params, scale: f64) -> Self {
         Self {
             config,
-            params,
+            shapes: config.shapes().collect(),
+            weights: params.weights.iter().map(row_major).collect(),
+            biases: params
+                .biases
+                .as_ref()
+                .map(|bs| bs.iter().map(row_major).collect()),
             scale,
         }
     }
 }
 
-/// One chunk of rows of every batch buffer: what one task of the forward pass owns.
+/// One chunk of `n` rows of every batch buffer: what one task of the forward pass owns.
 struct Rows<'a> {
-    x: ArrayView2<'a, f64>,
-    y: Option<ArrayView2<'a, f64>>,
-    acts: PerLayer<ArrayViewMut2<'a, f64>>,
+    n: usize,
+    x: &'a [f64],
+    y: Option<&'a [f64]>,
+    acts: PerLayer<&'a mut [f64]>,
     /// Empty when the pass computes no deltas.
-    deltas: PerLayer<ArrayViewMut2<'a, f64>>,
+    deltas: PerLayer<&'a mut [f64]>,
     loss: &'a mut [f64],
     /// Empty unless tracing.
-    pre: PerLayer<ArrayViewMut2<'a, f64>>,
-    upstream: PerLayer<ArrayViewMut2<'a, f64>>,
+    pre: PerLayer<&'a mut [f64]>,
+    upstream: PerLayer<&'a mut [f64]>,
 }
 
 /// One independent piece of the weight gradients.
@@ -100,10 +130,7 @@ enum Block<'a> {
         rhs: MatRef<'a, f64>,
     },
     /// `dst = sum_rows d`, each column summed in sample order: `db_k`.
-    ColumnSums {
-        dst: ArrayViewMut1<'a, f64>,
-        d: ArrayView2<'a, f64>,
-    },
+    ColumnSums { dst: &'a mut [f64], d: &'a [f64] },
 }
 
 impl Workspace {
@@ -112,23 +139,18 @@ impl Workspace {
         let outs = || {
             config
                 .shapes()
-                .map(|(o, _)| Array2::zeros((m, o)))
+                .map(|(o, _)| vec![0.0; m * o])
                 .collect::<Vec<_>>()
         };
-        let grads = if backward {
-            Params::zeros(config)
-        } else {
-            Params {
-                weights: Vec::new(),
-                biases: None,
-            }
-        };
+        let weights = || config.shapes().map(|(o, i)| vec![0.0; o * i]).collect();
+        let biases = || config.shapes().map(|(o, _)| vec![0.0; o]).collect();
         Self {
+            m,
             acts: outs(),
             deltas: if backward { outs() } else { Vec::new() },
             row_loss: vec![0.0; m],
-            grad_w: grads.weights,
-            grad_b: grads.biases,
+            grad_w: if backward { weights() } else { Vec::new() },
+            grad_b: (backward && config.bias).then(biases),
             record: record.then(|| Recorded {
                 pre: outs(),
                 upstream: outs(),
@@ -139,83 +161,91 @@ impl Workspace {
     /// The buffers' rows, chunk by chunk. With `backward`, each chunk gets its deltas too.
     fn chunks<'a>(
         &'a mut self,
-        x: ArrayView2<'a, f64>,
-        y: Option<ArrayView2<'a, f64>>,
+        pass: &Pass<'_>,
+        x: &'a [f64],
+        y: Option<&'a [f64]>,
         backward: bool,
     ) -> impl Iterator<Item = Rows<'a>> + 'a {
-        fn split(
-            bufs: &mut [Array2<f64>],
-        ) -> PerLayer<ndarray::iter::AxisChunksIterMut<'_, f64, ndarray::Ix2>> {
-            bufs.iter_mut()
-                .map(|b| b.axis_chunks_iter_mut(Axis(0), CHUNK_ROWS))
-                .collect()
-        }
-        fn next<'a>(
-            its: &mut PerLayer<ndarray::iter::AxisChunksIterMut<'a, f64, ndarray::Ix2>>,
-        ) -> PerLayer<ArrayViewMut2<'a, f64>> {
-            its.iter_mut().filter_map(Iterator::next).collect()
+        let widths: PerLayer<usize> = pass.shapes.iter().map(|&(o, _)| o).collect();
+        let (n_in, n_out) = (pass.config.n_in(), pass.config.n_out());
+        fn all(bufs: &mut [Vec<f64>]) -> PerLayer<&mut [f64]> {
+            bufs.iter_mut().map(Vec::as_mut_slice).collect()
         }
         let Workspace {
+            m,
             acts,
             deltas,
             row_loss,
             record,
             ..
         } = self;
-        let mut acts = split(acts);
+        let mut acts = all(acts);
         let mut deltas = if backward {
-            split(deltas)
+            all(deltas)
         } else {
             PerLayer::new()
         };
         let (mut pre, mut upstream) = match record {
-            Some(r) => (split(&mut r.pre), split(&mut r.upstream)),
+            Some(r) => (all(&mut r.pre), all(&mut r.upstream)),
             None => (PerLayer::new(), PerLayer::new()),
         };
-        let m = x.nrows();
+        // Cuts the first `n` rows off each buffer of `rest`.
+        let take = move |rest: &mut PerLayer<&'a mut [f64]>, n: usize| -> PerLayer<&'a mut [f64]> {
+            rest.iter_mut()
+                .zip(&widths)
+                .map(|(buf, w)| {
+                    let (head, tail) = std::mem::take(buf).split_at_mut(n * w);
+                    *buf = tail;
+                    head
+                })
+                .collect()
+        };
+        let m = *m;
         row_loss
             .chunks_mut(CHUNK_ROWS)
             .enumerate()
             .map(move |(c, loss)| {
-                let rows = c * CHUNK_ROWS..(c * CHUNK_ROWS + CHUNK_ROWS).min(m);
+                let (r0, n) = (c * CHUNK_ROWS, loss.len());
                 Rows {
-                    x: x.slice_move(s![rows.clone(), ..]),
-                    y: y.map(|y| y.slice_move(s![rows, ..])),
-                    acts: next(&mut acts),
-                    deltas: next(&mut deltas),
+                    n,
+                    x: &x[r0 * n_in..(r0 + n) * n_in],
+                    y: y.map(|y| &y[r0 * n_out..(r0 + n) * n_out]),
+                    acts: take(&mut acts, n),
+                    deltas: take(&mut deltas, n),
                     loss,
-                    pre: next(&mut pre),
-                    upstream: next(&mut upstream),
+                    pre: take(&mut pre, n),
+                    upstream: take(&mut upstream, n),
                 }
             })
+            .take(m.div_ceil(CHUNK_ROWS))
     }
 
-    /// Fills `acts` (and, with `backward`, the deltas); returns the mean cross-entropy
-    /// against `y` (0 without labels), or NaN if any logit or pre-activation was not finite.
-    /// `x` must be in standard layout.
+    /// Fills `acts` (and, with `backward`, the deltas) for the `(m, n_in)` batch `x`;
+    /// returns the mean cross-entropy against `y` (0 without labels), or NaN if any logit or
+    /// pre-activation was not finite.
     fn forward(
         &mut self,
         pass: &Pass<'_>,
-        x: ArrayView2<'_, f64>,
-        y: Option<ArrayView2<'_, f64>>,
+        x: &[f64],
+        y: Option<&[f64]>,
         backward: bool,
         pool: Option<&ThreadPool>,
     ) -> f64 {
         let backward = backward && y.is_some() && !self.deltas.is_empty();
-        let m = x.nrows();
+        let m = self.m;
         let finite = match pool {
             Some(pool) if m > CHUNK_ROWS => {
-                let chunks: Vec<Rows<'_>> = self.chunks(x, y, backward).collect();
+                let chunks: Vec<Rows<'_>> = self.chunks(pass, x, y, backward).collect();
                 pool.install(|| {
                     chunks
                         .into_par_iter()
-                        .map(|c| c.run(pass))
+                        .map(|mut c| c.run(pass))
                         .reduce(|| true, |a, b| a & b)
                 })
             }
             _ => self
-                .chunks(x, y, backward)
-                .fold(true, |finite, c| c.run(pass) & finite),
+                .chunks(pass, x, y, backward)
+                .fold(true, |finite, mut c| c.run(pass) & finite),
         };
         if !finite {
             return f64::NAN;
@@ -229,8 +259,9 @@ impl Workspace {
     }
 
     /// Fills the gradients from the deltas of the last `forward` with `backward`; `x` must be
-    /// the batch that pass ran on, in standard layout.
-    fn gradients(&mut self, x: ArrayView2<'_, f64>, pool: Option<&ThreadPool>) {
+    /// the batch that pass ran on.
+    fn gradients(&mut self, shapes: &[(usize, usize)], x: &[f64], pool: Option<&ThreadPool>) {
+        let m = self.m;
         let Workspace {
             acts,
             deltas,
@@ -240,15 +271,13 @@ impl Workspace {
         } = self;
         let mut blocks: ArrayVec<Block<'_>, { MAX_LAYERS * (MAX_BLOCKS + 1) }> = ArrayVec::new();
         let mut grad_b = grad_b.as_mut().map(|b| b.iter_mut());
-        for (k, (g, d)) in grad_w.iter_mut().zip(deltas.iter()).enumerate() {
-            let input = if k == 0 { x } else { acts[k - 1].view() };
-            let (lhs, rhs, dst) = match (mat(d.view()), mat(input), mat_mut(g.view_mut())) {
-                (Some(l), Some(r), Some(dst)) => (l, r, dst),
-                _ => unreachable!("the workspace's buffers and x are in standard layout"),
-            };
-            let (out, inp) = (dst.nrows(), dst.ncols());
-            let (by_rows, n) = gradient_blocks(d.nrows(), out, inp);
-            let mut rest = dst;
+        for (k, ((g, d), &(out, inp))) in
+            grad_w.iter_mut().zip(deltas.iter()).zip(shapes).enumerate()
+        {
+            let input = if k == 0 { x } else { &acts[k - 1] };
+            let (lhs, rhs) = (rows(d, m, out), rows(input, m, inp));
+            let (by_rows, n) = gradient_blocks(m, out, inp);
+            let mut rest = rows_mut(g, out, inp);
             let mut done = 0;
             for b in 1..=n {
                 if by_rows {
@@ -272,10 +301,7 @@ impl Workspace {
                 }
             }
             if let Some(gb) = grad_b.as_mut().and_then(Iterator::next) {
-                blocks.push(Block::ColumnSums {
-                    dst: gb.view_mut(),
-                    d: d.view(),
-                });
+                blocks.push(Block::ColumnSums { dst: gb, d });
             }
         }
         match pool {
@@ -287,12 +313,10 @@ impl Workspace {
     }
 
     fn grads_finite(&self) -> bool {
-        self.grad_w.iter().all(|g| g.iter().all(|v| v.is_finite()))
-            && self
-                .grad_b
-                .iter()
-                .flatten()
-                .all(|g| g.iter().all(|v| v.is_finite()))
+        self.grad_w
+            .iter()
+            .chain(self.grad_b.iter().flatten())
+            .all(|g| g.iter().all(|v| v.is_finite()))
     }
 }
 
@@ -319,8 +343,8 @@ impl Block<'_> {
             Block::Product { dst, lhs, rhs } => matmul(dst.as_mut(), *lhs, *rhs),
             Block::ColumnSums { dst, d } => {
                 dst.fill(0.0);
-                for row in d.rows() {
-                    dst.zip_mut_with(&row, |g, &v| *g += v);
+                for row in d.chunks_exact(dst.len()) {
+                    dst.iter_mut().zip(row).for_each(|(g, v)| *g += v);
                 }
             }
         }
@@ -330,67 +354,69 @@ impl Block<'_> {
 impl Rows<'_> {
     /// The forward pass (and the deltas, if this chunk has them) for these rows; false if a
     /// pre-activation or logit was not finite.
-    fn run(mut self, pass: &Pass<'_>) -> bool {
-        let weights = &pass.params.weights;
-        let last = weights.len() - 1;
+    fn run(&mut self, pass: &Pass<'_>) -> bool {
+        let (n, last) = (self.n, pass.shapes.len() - 1);
         let act = pass.config.activation;
         let mut finite = true;
-        for k in 0..=last {
+        for (k, &(out, inp)) in pass.shapes.iter().enumerate() {
             let (done, rest) = self.acts.split_at_mut(k);
-            let input = if k == 0 { self.x } else { done[k - 1].view() };
-            let z = &mut rest[0];
-            matmul_into(z, input, weights[k].t());
-            if let Some(bs) = &pass.params.biases {
-                *z += &bs[k];
+            let input = if k == 0 { self.x } else { &*done[k - 1] };
+            let z = &mut *rest[0];
+            matmul(
+                rows_mut(z, n, out),
+                rows(input, n, inp),
+                rows(&pass.weights[k], out, inp).transpose(),
+            );
+            if let Some(bs) = &pass.biases {
+                for row in z.chunks_exact_mut(out) {
+                    row.iter_mut().zip(bs[k].iter()).for_each(|(v, b)| *v += b);
+                }
             }
             if let Some(pre) = self.pre.get_mut(k) {
-                pre.assign(z);
+                pre.copy_from_slice(z);
             }
             if k < last {
                 // Check while applying: ReLU would turn a NaN into 0 and hide an overflow.
                 finite &= activate(z, act);
             }
         }
-        finite &= softmax(&mut self.acts[last], self.y, self.loss);
+        let n_out = pass.shapes[last].0;
+        finite &= softmax(self.acts[last], n_out, self.y, self.loss);
         if let (Some(y), false) = (self.y, self.deltas.is_empty()) {
             let scale = pass.scale;
-            Zip::from(&mut self.deltas[last])
-                .and(&self.acts[last])
-                .and(y)
-                .for_each(|d, &p, &t| *d = (p - t) * scale);
+            for ((d, &p), &t) in self.deltas[last].iter_mut().zip(&*self.acts[last]).zip(y) {
+                *d = (p - t) * scale;
+            }
             if let Some(u) = self.upstream.get_mut(last) {
-                u.assign(&self.deltas[last]);
+                u.copy_from_slice(self.deltas[last]);
             }
             for k in (1..=last).rev() {
+                let (out, inp) = pass.shapes[k];
                 let (below, here) = self.deltas.split_at_mut(k);
-                let d = &mut below[k - 1];
-                matmul_into(d, here[0].view(), weights[k].view());
+                let d = &mut *below[k - 1];
+                matmul(
+                    rows_mut(d, n, inp),
+                    rows(here[0], n, out),
+                    rows(&pass.weights[k], out, inp),
+                );
                 if let Some(u) = self.upstream.get_mut(k - 1) {
-                    u.assign(d);
+                    u.copy_from_slice(d);
                 }
-                derive(d, &self.acts[k - 1], act);
+                derive(d, self.acts[k - 1], act);
             }
         }
         finite
     }
 }
 
-/// `z = f(z)`; false if any `z` was not finite. The match is outside the loops so each
+/// `z = f(z)`; false if any `z` was not finite. The match is outside the loop so each
 /// activation gets a loop of its own.
-fn activate(z: &mut ArrayViewMut2<'_, f64>, act: Activation) -> bool {
-    fn map(z: &mut ArrayViewMut2<'_, f64>, f: impl Fn(f64) -> f64) -> bool {
+fn activate(z: &mut [f64], act: Activation) -> bool {
+    fn map(z: &mut [f64], f: impl Fn(f64) -> f64) -> bool {
         let mut finite = true;
-        match z.as_slice_mut() {
-            Some(values) => {
-                for v in values {
-                    finite &= v.is_finite();
-                    *v = f(*v);
-                }
-            }
-            None => z.map_inplace(|v| {
-                finite &= v.is_finite();
-                *v = f(*v);
-            }),
+        for v in z {
+            finite &= v.is_finite();
+            *v = f(*v);
         }
         finite
     }
@@ -402,12 +428,9 @@ fn activate(z: &mut ArrayViewMut2<'_, f64>, act: Activation) -> bool {
 }
 
 /// `d *= f'(a)`, with `f'` from the activation `a = f(z)`.
-fn derive(d: &mut ArrayViewMut2<'_, f64>, a: &ArrayViewMut2<'_, f64>, act: Activation) {
-    fn map(d: &mut ArrayViewMut2<'_, f64>, a: &ArrayViewMut2<'_, f64>, f: impl Fn(f64) -> f64) {
-        match (d.as_slice_mut(), a.as_slice()) {
-            (Some(d), Some(a)) => d.iter_mut().zip(a).for_each(|(d, &a)| *d *= f(a)),
-            _ => Zip::from(d).and(a).for_each(|d, &a| *d *= f(a)),
-        }
+fn derive(d: &mut [f64], a: &[f64], act: Activation) {
+    fn map(d: &mut [f64], a: &[f64], f: impl Fn(f64) -> f64) {
+        d.iter_mut().zip(a).for_each(|(d, &a)| *d *= f(a));
     }
     match act {
         Activation::Relu => map(d, a, |a| Activation::Relu.derivative(a)),
@@ -416,16 +439,13 @@ fn derive(d: &mut ArrayViewMut2<'_, f64>, a: &ArrayViewMut2<'_, f64>, act: Activ
     }
 }
 
-/// Logits to probabilities in place, row by row; each row's loss term `sum_i t_i log p_i`
-/// (0 without labels) into `loss`. False if a logit was not finite.
-fn softmax(
-    probs: &mut ArrayViewMut2<'_, f64>,
-    y: Option<ArrayView2<'_, f64>>,
-    loss: &mut [f64],
-) -> bool {
+/// Logits to probabilities in place, row by row (`width` to a row); each row's loss term
+/// `sum_i t_i log p_i` (0 without labels) into `loss`. False if a logit was not finite.
+fn softmax(probs: &mut [f64], width: usize, y: Option<&[f64]>, loss: &mut [f64]) -> bool {
     let mut finite = true;
-    for (j, (mut row, term)) in probs.rows_mut().into_iter().zip(loss).enumerate() {
-        let max = row.fold(f64::NEG_INFINITY, |a, &b| {
+    for (j, (row, term)) in probs.chunks_exact_mut(width).zip(loss).enumerate() {
+        let labels = y.map(|y| &y[j * width..(j + 1) * width]);
+        let max = row.iter().fold(f64::NEG_INFINITY, |a, &b| {
             finite &= b.is_finite();
             a.max(b)
         });
@@ -434,8 +454,7 @@ fn softmax(
         let (mut sum, mut tz, mut tsum) = (0.0, 0.0, 0.0);
         for (i, p) in row.iter_mut().enumerate() {
             let z = *p - max;
-            if let Some(y) = &y {
-                let t = y[(j, i)];
+            if let Some(t) = labels.map(|t| t[i]) {
                 // Skipping t == 0 keeps 0 * (-inf) out of the sum.
                 if t != 0.0 {
                     tz += t * z;
@@ -447,7 +466,7 @@ fn softmax(
             *p = e;
         }
         *term = tz - tsum * sum.ln();
-        row.mapv_inplace(|e| e / sum);
+        row.iter_mut().for_each(|e| *e /= sum);
     }
     finite
 }
@@ -534,10 +553,7 @@ impl Trainer {
     /// Whether the buffers were sized for this net's shapes and this many samples.
     fn fits(&self, net: &Network, data: &Dataset) -> bool {
         let p = net.params();
-        self.ws
-            .acts
-            .first()
-            .is_some_and(|a| a.nrows() == data.samples())
+        self.ws.m == data.samples()
             && self.next.weights.len() == p.weights.len()
             && self
                 .next
@@ -576,14 +592,13 @@ impl Trainer {
         self.start_pool(data.samples());
         let pool = self.pool.as_ref();
         let config = net.config().clone();
-        let (x, y) = (data.x().as_standard_layout(), data.y().view());
-        let x = x.view();
+        let (x, y) = (row_major(data.x()), row_major(data.y()));
         let scale = reduction_scale(&config, data.samples());
         // Each forward pass also computes the deltas of the update that follows it, if one does.
         let start = self.ws.forward(
             &Pass::new(&config, net.params(), scale),
-            x,
-            Some(y),
+            &x,
+            Some(&y),
             epochs > 0,
             pool,
         );
@@ -604,15 +619,16 @@ impl Trainer {
                 status = TrainStatus::Stopped;
                 break;
             }
-            self.ws.gradients(x, pool);
+            let shapes: PerLayer<_> = config.shapes().collect();
+            self.ws.gradients(&shapes, &x, pool);
             if !step(&mut self.next, net.params(), &self.ws, lr) {
                 status = TrainStatus::Diverged;
                 break;
             }
             let loss = self.ws.forward(
                 &Pass::new(&config, &self.next, scale),
-                x,
-                Some(y),
+                &x,
+                Some(&y),
                 run + 1 < epochs,
                 pool,
             );
@@ -634,27 +650,39 @@ impl Trainer {
 
 /// `next = params - lr * grads`; false if any result is not finite.
 fn step(next: &mut Params, params: &Params, ws: &Workspace, lr: f64) -> bool {
+    fn update<D: ndarray::Dimension>(
+        next: &mut ndarray::Array<f64, D>,
+        now: &ndarray::Array<f64, D>,
+        grad: &[f64],
+        lr: f64,
+    ) -> bool {
+        let mut finite = true;
+        let mut apply = |n: &mut f64, w: f64, g: f64| {
+            *n = w - lr * g;
+            finite &= n.is_finite();
+        };
+        match (next.as_slice_mut(), now.as_slice()) {
+            (Some(n), Some(w)) => n
+                .iter_mut()
+                .zip(w)
+                .zip(grad)
+                .for_each(|((n, &w), &g)| apply(n, w, g)),
+            // Arrays of another layout (built by hand): logical order is the gradient's order.
+            _ => next
+                .iter_mut()
+                .zip(now.iter())
+                .zip(grad)
+                .for_each(|((n, &w), &g)| apply(n, w, g)),
+        }
+        finite
+    }
     let mut finite = true;
     for ((n, w), g) in next.weights.iter_mut().zip(&params.weights).zip(&ws.grad_w) {
-        match (n.as_slice_mut(), w.as_slice(), g.as_slice()) {
-            (Some(n), Some(w), Some(g)) => {
-                for ((n, &w), &g) in n.iter_mut().zip(w).zip(g) {
-                    *n = w - lr * g;
-                    finite &= n.is_finite();
-                }
-            }
-            _ => Zip::from(n).and(w).and(g).for_each(|n, &w, &g| {
-                *n = w - lr * g;
-                finite &= n.is_finite();
-            }),
-        }
+        finite &= update(n, w, g, lr);
     }
     if let (Some(nb), Some(pb), Some(gb)) = (&mut next.biases, &params.biases, &ws.grad_b) {
         for ((n, b), g) in nb.iter_mut().zip(pb).zip(gb) {
-            Zip::from(n).and(b).and(g).for_each(|n, &b, &g| {
-                *n = b - lr * g;
-                finite &= n.is_finite();
-            });
+            finite &= update(n, b, g, lr);
         }
     }
     finite
@@ -697,17 +725,17 @@ fn one_pass(net: &Network, data: &Dataset, record: bool) -> Result<(Workspace, f
     let config = net.config();
     check_fits(config, data)?;
     let mut ws = Workspace::new(config, data.samples(), true, record);
-    let (x, y) = (data.x().as_standard_layout(), data.y().view());
+    let (x, y) = (row_major(data.x()), row_major(data.y()));
     let pass = Pass::new(
         config,
         net.params(),
         reduction_scale(config, data.samples()),
     );
-    let loss = ws.forward(&pass, x.view(), Some(y), true, None);
+    let loss = ws.forward(&pass, &x, Some(&y), true, None);
     if !loss.is_finite() {
         return Err(overflow("the forward pass"));
     }
-    ws.gradients(x.view(), None);
+    ws.gradients(&pass.shapes, &x, None);
     if !ws.grads_finite() {
         return Err(overflow("the backward pass"));
     }
@@ -717,10 +745,18 @@ fn one_pass(net: &Network, data: &Dataset, record: bool) -> Result<(Workspace, f
 /// The loss and gradients at the current parameters, changing nothing.
 pub fn gradients(net: &Network, data: &Dataset) -> Result<Grads> {
     let (ws, loss) = one_pass(net, data, false)?;
+    let shapes = net.config().shapes();
     Ok(Grads {
         loss,
-        weights: ws.grad_w,
-        biases: ws.grad_b,
+        weights: ws
+            .grad_w
+            .into_iter()
+            .zip(shapes)
+            .map(|(g, shape)| matrix(g, shape))
+            .collect::<Result<_>>()?,
+        biases: ws
+            .grad_b
+            .map(|bs| bs.into_iter().map(Array1::from).collect()),
     })
 }
 
@@ -735,7 +771,13 @@ pub struct Prediction {
     pub accuracy: Option<f64>,
 }
 
-fn argmax(row: ndarray::ArrayView1<'_, f64>) -> usize {
+/// A row-major buffer of the workspace as an array of its shape.
+fn matrix(values: Vec<f64>, shape: (usize, usize)) -> Result<Array2<f64>> {
+    Array2::from_shape_vec(shape, values)
+        .map_err(|e| NnError::ShapeMismatch(format!("a buffer of shape {shape:?}: {e}")))
+}
+
+fn argmax(row: ArrayView1<'_, f64>) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
@@ -764,12 +806,15 @@ pub fn predict(net: &Network, x: &Array2<f64>, y: Option<&Array2<f64>>) -> Resul
     }
     let mut ws = Workspace::new(config, x.nrows(), false, false);
     let pass = Pass::new(config, net.params(), 1.0);
-    let xs = x.as_standard_layout();
-    let loss = ws.forward(&pass, xs.view(), y.map(|y| y.view()), false, None);
+    let (xs, ys) = (row_major(x), y.map(row_major));
+    let loss = ws.forward(&pass, &xs, ys.as_deref(), false, None);
     if !loss.is_finite() {
         return Err(overflow("the forward pass"));
     }
-    let probabilities = ws.acts.pop().unwrap_or_default();
+    let probabilities = matrix(
+        ws.acts.pop().unwrap_or_default(),
+        (x.nrows(), config.n_out()),
+    )?;
     let classes: Vec<usize> = probabilities.rows().into_iter().map(argmax).collect();
     let accuracy = y.map(|y| {
         let hits = y
@@ -813,6 +858,7 @@ pub struct Trace {
 pub fn trace(net: &Network, data: &Dataset) -> Result<Trace> {
     let (ws, loss) = one_pass(net, data, true)?;
     let Workspace {
+        m,
         acts,
         grad_w,
         grad_b,
@@ -822,15 +868,27 @@ pub fn trace(net: &Network, data: &Dataset) -> Result<Trace> {
     let Some(Recorded { pre, upstream }) = record else {
         return Err(NnError::NonFinite("trace buffers missing".into()));
     };
+    let config = net.config();
+    let batch = |values: Vec<f64>, (out, _): (usize, usize)| matrix(values, (m, out));
+    let acts: Vec<Array2<f64>> = acts
+        .into_iter()
+        .zip(config.shapes())
+        .map(|(a, shape)| batch(a, shape))
+        .collect::<Result<_>>()?;
     let last = acts.len() - 1;
-    let mut grad_b = grad_b.map(Vec::into_iter);
+    let mut grad_b = grad_b.map(|bs| bs.into_iter().map(Array1::from));
     let mut layers = Vec::with_capacity(acts.len());
-    for (k, ((z, up), gw)) in pre.into_iter().zip(upstream).zip(grad_w).enumerate() {
+    let per_layer = pre
+        .into_iter()
+        .zip(upstream)
+        .zip(grad_w)
+        .zip(config.shapes());
+    for (k, (((z, up), gw), shape)) in per_layer.enumerate() {
         let a = &acts[k];
         let local = if k == last {
             Array2::ones(a.dim())
         } else {
-            a.mapv(|v| net.config().activation.derivative(v))
+            a.mapv(|v| config.activation.derivative(v))
         };
         layers.push(LayerTrace {
             input: if k == 0 {
@@ -838,11 +896,11 @@ pub fn trace(net: &Network, data: &Dataset) -> Result<Trace> {
             } else {
                 acts[k - 1].clone()
             },
-            pre_activation: z,
+            pre_activation: batch(z, shape)?,
             activation: a.clone(),
-            upstream_gradient: up,
+            upstream_gradient: batch(up, shape)?,
             local_gradient: local,
-            weight_gradient: gw,
+            weight_gradient: matrix(gw, shape)?,
             bias_gradient: grad_b.as_mut().and_then(Iterator::next),
         });
     }
