@@ -1,8 +1,10 @@
 //! The one matrix product the core needs, `C = A · B`, on faer's GEMM.
 //!
-//! [`matmul_into`] takes ndarray views of any layout; [`matmul`] takes faer views, which
-//! `train.rs` uses to hand out disjoint blocks of one gradient to several threads. Both check
-//! the shapes and hold no `unsafe` of their own but the one line that clears the AVX state.
+//! Operands are [`Strided`]: a slice and two strides, so a row-major buffer, its transpose
+//! and a block of its columns are all views of one slice, checked against its length once
+//! when made. [`matmul`] writes into a faer view, which `train.rs` splits to hand disjoint
+//! blocks of one gradient to several threads; [`matmul_into`] takes ndarray views of any
+//! layout. There is no `unsafe` here but the one line that clears the AVX state.
 //!
 //! Products of up to [`SMALL`] multiply-adds (every product of the notebook's nets) run a
 //! plain loop that sums in index order without FMA, so their bits do not depend on the CPU
@@ -18,82 +20,188 @@
 //!   after each call.
 //! - `MatMut::from_row_major_slice_with_stride_mut` builds a column-major view (its row
 //!   stride is one) while checking the bounds of a row-major one: safe code that writes
-//!   outside the slice. Nothing here calls it; [`mat_mut`] uses the plain constructors.
+//!   outside the slice. Nothing here calls it.
 
+use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 /// Up to this many multiply-adds the plain loop runs (faer's own threshold for its small
-/// kernels is 4096; below ~1000 the loop wins: `cargo bench --bench core -- gemm/small`).
+/// kernels is 4096; `cargo bench --bench core -- gemm/small` places ours).
 const SMALL: usize = 1024;
 
-/// `c = a · b`, overwriting `c`; `a` is `(m, k)`, `b` is `(k, n)`, `c` is `(m, n)`, in any
-/// memory layout (a layout faer cannot take is copied first).
-///
-/// # Panics
-/// If the shapes do not agree: that is a bug in the caller, never a property of input data.
-pub fn matmul_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
-    check(c.dim(), a.dim(), b.dim());
-    // Views whose elements are not one contiguous run (a slice of columns, say) are copied
-    // to row-major first; the core's own buffers never need it.
-    let (a_own, b_own);
-    let a = match mat(a) {
-        Some(m) => m,
-        None => {
-            a_own = a.as_standard_layout().into_owned();
-            mat(a_own.view()).expect("a standard-layout array is contiguous")
+/// A `rows x cols` matrix inside a slice: element `(i, j)` is `data[i * rs + j * cs]`, and
+/// one of the strides is 1 (the matrix or its transpose is row-major with a row stride).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strided<'a> {
+    data: &'a [f64],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// A row-major `rows x cols` matrix filling `data`.
+    ///
+    /// # Panics
+    /// If `data` does not hold exactly `rows * cols` values.
+    pub(crate) fn rows(data: &'a [f64], rows: usize, cols: usize) -> Self {
+        assert_eq!(
+            Some(data.len()),
+            rows.checked_mul(cols),
+            "a row-major {rows} x {cols} matrix in {} values",
+            data.len()
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
         }
-    };
-    let b = match mat(b) {
-        Some(m) => m,
-        None => {
-            b_own = b.as_standard_layout().into_owned();
-            mat(b_own.view()).expect("a standard-layout array is contiguous")
+    }
+
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
         }
-    };
-    match mat_mut(c.view_mut()) {
-        Some(dst) => matmul(dst, a, b),
-        None => {
-            let mut tmp = Array2::zeros(c.dim());
-            matmul(
-                mat_mut(tmp.view_mut()).expect("a fresh array is contiguous"),
-                a,
-                b,
-            );
-            c.assign(&tmp);
+    }
+
+    /// Columns `start .. start + len`.
+    ///
+    /// # Panics
+    /// If they are not all columns of this matrix.
+    pub(crate) fn cols(self, start: usize, len: usize) -> Self {
+        assert!(
+            start + len <= self.cols,
+            "columns {start}..+{len} of {}",
+            self.cols
+        );
+        let offset = if self.rows == 0 { 0 } else { start * self.cs };
+        Self {
+            data: &self.data[offset.min(self.data.len())..],
+            cols: len,
+            ..self
         }
+    }
+
+    pub(crate) fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn faer(self) -> MatRef<'a, f64> {
+        if self.cs == 1 {
+            MatRef::from_row_major_slice_with_stride(self.data, self.rows, self.cols, self.rs)
+        } else {
+            MatRef::from_column_major_slice_with_stride(self.data, self.rows, self.cols, self.cs)
+        }
+    }
+
+    /// `sum_p self[i][p] * b[p][j]`, in order of `p`, from 0.
+    #[inline]
+    fn dot(&self, i: usize, b: &Strided<'_>, j: usize) -> f64 {
+        let mut s = 0.0;
+        if self.cs == 1 && b.rs == 1 {
+            let row = &self.data[i * self.rs..][..self.cols];
+            let col = &b.data[j * b.cs..][..b.rows];
+            for (x, y) in row.iter().zip(col) {
+                s += x * y;
+            }
+        } else {
+            for p in 0..self.cols {
+                s += self.data[i * self.rs + p * self.cs] * b.data[p * b.rs + j * b.cs];
+            }
+        }
+        s
     }
 }
 
-/// `c = a · b` on faer views.
+/// `c = a · b`, overwriting `c`; `a` is `(m, k)`, `b` is `(k, n)`, `c` is `(m, n)`.
 ///
 /// # Panics
-/// If the shapes do not agree.
-pub(crate) fn matmul(mut c: MatMut<'_, f64>, a: MatRef<'_, f64>, b: MatRef<'_, f64>) {
-    check(
-        (c.nrows(), c.ncols()),
-        (a.nrows(), a.ncols()),
-        (b.nrows(), b.ncols()),
-    );
-    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+/// If the shapes do not agree: that is a bug in the caller, never a property of input data.
+pub(crate) fn matmul(mut c: MatMut<'_, f64>, a: Strided<'_>, b: Strided<'_>) {
+    check((c.nrows(), c.ncols()), a.shape(), b.shape());
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
         return;
     }
     if m.saturating_mul(n).saturating_mul(k) <= SMALL {
+        // Each c[i][j] is ((0 + a[i][0] b[0][j]) + a[i][1] b[1][j]) + ..., without FMA.
         for i in 0..m {
-            let row = a.row(i);
             for j in 0..n {
-                let mut s = 0.0;
-                for (x, y) in row.iter().zip(b.col(j).iter()) {
-                    s += x * y;
-                }
-                c[(i, j)] = s;
+                c[(i, j)] = a.dot(i, &b, j);
             }
         }
         return;
     }
-    faer::linalg::matmul::matmul(c, Accum::Replace, a, b, 1.0, Par::Seq);
+    faer::linalg::matmul::matmul(
+        c.rb_mut(),
+        Accum::Replace,
+        a.faer(),
+        b.faer(),
+        1.0,
+        Par::Seq,
+    );
     clear_upper_state();
+}
+
+/// `c = a · b` into a row-major `(m, n)` slice.
+pub(crate) fn matmul_rows(c: &mut [f64], a: Strided<'_>, b: Strided<'_>) {
+    let (m, n) = (a.rows, b.cols);
+    matmul(MatMut::from_row_major_slice_mut(c, m, n), a, b);
+}
+
+/// `c = a · b` for ndarray views of any layout (what is neither row- nor column-major is
+/// copied first).
+///
+/// # Panics
+/// If the shapes do not agree.
+pub fn matmul_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
+    check(c.dim(), a.dim(), b.dim());
+    let (a_own, b_own);
+    let a = match strided(&a) {
+        Some(s) => s,
+        None => {
+            a_own = a.as_standard_layout().into_owned();
+            strided(&a_own.view()).expect("a standard-layout array is contiguous")
+        }
+    };
+    let b = match strided(&b) {
+        Some(s) => s,
+        None => {
+            b_own = b.as_standard_layout().into_owned();
+            strided(&b_own.view()).expect("a standard-layout array is contiguous")
+        }
+    };
+    let (m, n) = c.dim();
+    if let Some(s) = c.as_slice_mut() {
+        return matmul_rows(s, a, b);
+    }
+    let ct = c.view_mut().reversed_axes();
+    if let Some(s) = ct.into_slice() {
+        return matmul(MatMut::from_column_major_slice_mut(s, m, n), a, b);
+    }
+    let mut tmp = Array2::zeros((m, n));
+    let s = tmp.as_slice_mut().expect("a fresh array is contiguous");
+    matmul_rows(s, a, b);
+    c.assign(&tmp);
+}
+
+/// An ndarray view as a [`Strided`], if it is row-major or column-major and contiguous.
+fn strided<'a>(a: &ArrayView2<'a, f64>) -> Option<Strided<'a>> {
+    let (rows, cols) = a.dim();
+    if let Some(s) = a.to_slice() {
+        return Some(Strided::rows(s, rows, cols));
+    }
+    // A view is Copy: its transpose keeps the lifetime of the data.
+    let t: ArrayView2<'a, f64> = (*a).reversed_axes();
+    t.to_slice().map(|s| Strided::rows(s, cols, rows).t())
 }
 
 fn check(c: (usize, usize), a: (usize, usize), b: (usize, usize)) {
@@ -101,35 +209,6 @@ fn check(c: (usize, usize), a: (usize, usize), b: (usize, usize)) {
         a.1 == b.0 && c == (a.0, b.1),
         "matmul: {a:?} x {b:?} into {c:?}: the shapes do not agree"
     );
-}
-
-/// An ndarray view as a faer view, if its elements are one contiguous run in row-major
-/// (standard) or column-major order.
-pub(crate) fn mat(a: ArrayView2<'_, f64>) -> Option<MatRef<'_, f64>> {
-    let (rows, cols) = a.dim();
-    if let Some(s) = a.to_slice() {
-        return Some(MatRef::from_row_major_slice(s, rows, cols));
-    }
-    let t = a.reversed_axes();
-    t.to_slice()
-        .map(|s| MatRef::from_row_major_slice(s, cols, rows).transpose())
-}
-
-/// [`mat`] for a mutable view.
-pub(crate) fn mat_mut(a: ArrayViewMut2<'_, f64>) -> Option<MatMut<'_, f64>> {
-    let (rows, cols) = a.dim();
-    if a.is_standard_layout() {
-        return a
-            .into_slice()
-            .map(|s| MatMut::from_row_major_slice_mut(s, rows, cols));
-    }
-    let t = a.reversed_axes();
-    if t.is_standard_layout() {
-        return t
-            .into_slice()
-            .map(|s| MatMut::from_row_major_slice_mut(s, cols, rows).transpose_mut());
-    }
-    None
 }
 
 /// `vzeroupper`: marks the upper halves of the vector registers clean after faer's kernels,
@@ -203,24 +282,30 @@ mod tests {
     }
 
     #[test]
-    fn blocks_of_a_faer_view_are_products_of_blocks() {
+    fn blocks_of_columns_are_products_of_blocks() {
         // What train.rs does with a weight gradient: column blocks of D^T A into row blocks
-        // of the destination, and column blocks of A into column blocks of it.
-        let (m, out, inp) = (300, 20, 30);
-        let d = exact(m, out, 3);
-        let a = exact(m, inp, 4);
-        let want = naive(&d.t().to_owned(), &a);
-        let mut g = Array2::from_elem((out, inp), f64::NAN);
-        {
-            let dm = mat(d.view()).unwrap();
-            let am = mat(a.view()).unwrap();
-            let (top, bottom) = mat_mut(g.view_mut()).unwrap().split_at_row_mut(7);
-            matmul(top, dm.subcols(0, 7).transpose(), am);
-            let (left, right) = bottom.split_at_col_mut(11);
-            matmul(left, dm.subcols(7, 13).transpose(), am.subcols(0, 11));
-            matmul(right, dm.subcols(7, 13).transpose(), am.subcols(11, 19));
+        // of the destination, and column blocks of A into column blocks of it, for tiny
+        // blocks (the loop) and large ones (faer).
+        for (m, out, inp, split_row, split_col) in [(300, 20, 30, 7, 11), (6, 4, 3, 1, 2)] {
+            let d = exact(m, out, 3);
+            let a = exact(m, inp, 4);
+            let want = naive(&d.t().to_owned(), &a);
+            let mut g = Array2::from_elem((out, inp), f64::NAN);
+            let ds = Strided::rows(d.as_slice().unwrap(), m, out);
+            let xs = Strided::rows(a.as_slice().unwrap(), m, inp);
+            let gm = MatMut::from_row_major_slice_mut(g.as_slice_mut().unwrap(), out, inp);
+            let (top, bottom) = gm.split_at_row_mut(split_row);
+            matmul(top, ds.cols(0, split_row).t(), xs);
+            let (left, right) = bottom.split_at_col_mut(split_col);
+            let rest = out - split_row;
+            matmul(left, ds.cols(split_row, rest).t(), xs.cols(0, split_col));
+            matmul(
+                right,
+                ds.cols(split_row, rest).t(),
+                xs.cols(split_col, inp - split_col),
+            );
+            assert_eq!(g, want, "({m}, {out}) x ({m}, {inp})");
         }
-        assert_eq!(g, want);
     }
 
     #[test]
@@ -230,5 +315,12 @@ mod tests {
         let b = Array2::<f64>::zeros((5, 2));
         let mut c = Array2::<f64>::zeros((3, 2));
         matmul_into(&mut c.view_mut(), a.view(), b.view());
+    }
+
+    #[test]
+    #[should_panic(expected = "columns 3..+2 of 4")]
+    fn a_block_past_the_last_column_panics() {
+        let v = [0.0; 8];
+        let _ = Strided::rows(&v, 2, 4).cols(3, 2);
     }
 }
