@@ -19,28 +19,35 @@ struct Counting;
 thread_local! {
     // Const-initialised and without a destructor: reading it never allocates itself.
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    // Bytes asked for in allocations of 1 MiB or more: fresh pages, not malloc's free lists.
+    static LARGE_BYTES: Cell<u64> = const { Cell::new(0) };
 }
 
-fn bump() {
+const LARGE: usize = 1 << 20;
+
+fn bump(size: usize) {
     // `try_with`: during thread teardown the slot may be gone; those allocations are not ours.
     let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+    if size >= LARGE {
+        let _ = LARGE_BYTES.try_with(|c| c.set(c.get() + size as u64));
+    }
 }
 
 // SAFETY: every call is forwarded unchanged to `System`, which upholds the GlobalAlloc
 // contract; the counter only observes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
+        bump(layout.size());
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump();
+        bump(layout.size());
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
+        bump(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
@@ -54,6 +61,10 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCS.with(Cell::get)
+}
+
+fn large_bytes() -> u64 {
+    LARGE_BYTES.with(Cell::get)
 }
 
 fn cat_dog_ship() -> Dataset {
@@ -148,5 +159,33 @@ fn gemm_sized_training_allocates_nothing_after_epoch_1() {
     assert_eq!(
         n, 0,
         "[64, 128, 10] on 300 samples: {n} allocations after epoch 1"
+    );
+}
+
+/// A trainer per request must not page in a fresh workspace each time: the batch buffers
+/// of a dropped trainer are kept for the next one on the same thread.
+#[test]
+fn a_second_trainer_on_a_thread_reuses_the_first_ones_batch_buffers() {
+    let data = random_dataset(2000, 64, 10);
+    let net = Network::new(NetConfig::new(vec![64, 128, 10]), &Init::He { seed: 1 }).unwrap();
+    let train = || {
+        let before = large_bytes();
+        let mut net = net.clone();
+        let mut history = Vec::new();
+        let mut trainer = Trainer::new(&net, &data);
+        let out = trainer.run(&mut net, &data, 2, &mut history, |_| Control::Continue);
+        assert_eq!(out.status, TrainStatus::Completed);
+        large_bytes() - before
+    };
+    // 2,000 x 128 activations and as many deltas: two buffers of 2 MiB.
+    let first = train();
+    assert!(
+        first >= 2 * 2000 * 128 * 8,
+        "the first trainer asked for {first} bytes in large allocations"
+    );
+    let second = train();
+    assert_eq!(
+        second, 0,
+        "the second trainer asked for {second} bytes in large allocations"
     );
 }
