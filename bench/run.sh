@@ -143,7 +143,7 @@ small = sorted({k.split("/")[1] for k in rust if k.startswith("gemm/small_")},
                key=lambda k: [int(d) for d in re.findall(r"\d+", k)])
 if small:
     print()
-    print("small products, wall clock (linalg runs its plain loop up to 1024 multiply-adds):")
+    print("small products, wall clock (linalg runs its plain loop up to 512 multiply-adds):")
     print(f"  {'product':18} {'linalg':>10} {'faer':>10}")
     for k in small:
         cells = [fmt(rust[f"gemm/{k}/{impl}"][0]) if f"gemm/{k}/{impl}" in rust else "-"

@@ -10,7 +10,7 @@
 //!   same on a trainer with two threads (wall clock only), which must give the same bits.
 //! - `gemm/*`: the five matrix products of one blobs epoch through `src/nn/linalg.rs` (faer),
 //!   the `gemm` crate and ndarray's `dot` (matrixmultiply); and small products through
-//!   linalg (its plain loop up to 1024 multiply-adds) and faer directly, to place the threshold.
+//!   linalg (its plain loop up to 512 multiply-adds) and faer directly, to place the threshold.
 //!
 //! Before measuring, `main` prints the losses NumPy must reproduce (`check ...` lines), so a
 //! reader (and `run.sh`) can see both sides did the same work.
@@ -292,7 +292,7 @@ fn gemm_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
         });
     }
     // Around the loop/faer threshold in linalg.rs: products of the notebook's sizes and a
-    // few larger ones, through linalg (the plain loop up to 1024 multiply-adds) and through
+    // few larger ones, through linalg (the plain loop up to 512 multiply-adds) and through
     // faer directly.
     for (mm, k, n) in [
         (6, 4, 3),

@@ -26,9 +26,10 @@ use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
-/// Up to this many multiply-adds the plain loop runs (faer's own threshold for its small
-/// kernels is 4096; `cargo bench --bench core -- gemm/small` places ours).
-const SMALL: usize = 1024;
+/// Up to this many multiply-adds the plain loop runs: at 8x8x8 it and faer's small kernels
+/// (nano-gemm) take the same 0.2 us, at 10x10x10 faer is three times faster (`cargo bench
+/// --bench core -- gemm/small`). Every product of the notebook's nets is far below.
+const SMALL: usize = 512;
 
 /// A `rows x cols` matrix inside a slice: element `(i, j)` is `data[i * rs + j * cs]`, and
 /// one of the strides is 1 (the matrix or its transpose is row-major with a row stride).

@@ -481,9 +481,9 @@ impl Rows<'_> {
     }
 }
 
-/// Runs `f` compiled for the widest vector instructions this CPU has (AVX2 on x86-64, via
-/// pulp's runtime dispatch): the element-wise loops below vectorise 4 wide instead of SSE2's
-/// 2. Element-wise arithmetic rounds the same at any width (Rust never contracts to FMA), so
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512 or AVX2 on
+/// x86-64, via pulp's runtime dispatch): the element-wise loops below vectorise 8 or 4 wide
+/// instead of SSE2's 2. Element-wise arithmetic rounds the same at any width (Rust never contracts to FMA), so
 /// the bits do not depend on it; the sums in `softmax` stay in index order.
 #[inline(always)]
 fn simd<R>(f: impl FnOnce() -> R) -> R {
