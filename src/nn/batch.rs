@@ -90,6 +90,8 @@ mod tests {
 
     #[test]
     fn dropped_buffers_are_reused_within_the_budget() {
+        // Another test on this thread (--test-threads=1) may have left some.
+        SPARE.with_borrow_mut(Vec::clear);
         // Three buffers of 12 MiB: the third would pass the 32 MiB budget.
         let len = 12 << 17;
         let batches: Vec<Batch> = (0..3).map(|_| Batch::new(len)).collect();
