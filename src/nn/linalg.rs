@@ -133,12 +133,7 @@ pub(crate) fn matmul(mut c: MatMut<'_, f64>, a: Strided<'_>, b: Strided<'_>) {
         return;
     }
     if m.saturating_mul(n).saturating_mul(k) <= SMALL {
-        // Each c[i][j] is ((0 + a[i][0] b[0][j]) + a[i][1] b[1][j]) + ..., without FMA.
-        for i in 0..m {
-            for j in 0..n {
-                c[(i, j)] = a.dot(i, &b, j);
-            }
-        }
+        small(c, a, b);
         return;
     }
     faer::linalg::matmul::matmul(
@@ -150,6 +145,38 @@ pub(crate) fn matmul(mut c: MatMut<'_, f64>, a: Strided<'_>, b: Strided<'_>) {
         Par::Seq,
     );
     clear_upper_state();
+}
+
+/// The plain loop: each `c[i][j]` is `((0 + a[i][0] b[0][j]) + a[i][1] b[1][j]) + ...`, in
+/// index order without FMA, whichever way the loops run. Where the rows of `b` are
+/// contiguous (the backward pass's `D W` and `D^T A`), four sums of a row of `c` advance
+/// together over `p` in registers; otherwise one dot product at a time.
+fn small(mut c: MatMut<'_, f64>, a: Strided<'_>, b: Strided<'_>) {
+    const W: usize = 4;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let blocked = if b.cs == 1 && !(a.cs == 1 && b.rs == 1) {
+        n - n % W
+    } else {
+        0
+    };
+    for i in 0..m {
+        for j in (0..blocked).step_by(W) {
+            let mut s = [0.0; W];
+            for p in 0..k {
+                let x = a.data[i * a.rs + p * a.cs];
+                let row = &b.data[p * b.rs + j..][..W];
+                for (s, y) in s.iter_mut().zip(row) {
+                    *s += x * y;
+                }
+            }
+            for (q, s) in s.into_iter().enumerate() {
+                c[(i, j + q)] = s;
+            }
+        }
+        for j in blocked..n {
+            c[(i, j)] = a.dot(i, &b, j);
+        }
+    }
 }
 
 /// `c = a · b` into a row-major `(m, n)` slice.
