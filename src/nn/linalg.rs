@@ -275,6 +275,8 @@ mod tests {
         // vectors, and sizes that leave partial register tiles.
         let shapes = [
             (6, 4, 3),
+            (3, 6, 9),
+            (4, 6, 8),
             (1, 1, 1),
             (12, 12, 12),
             (70, 64, 128),
@@ -292,6 +294,10 @@ mod tests {
             let mut c = Array2::from_elem((m, n), f64::NAN);
             matmul_into(&mut c.view_mut(), a.view(), b.view());
             assert_eq!(c, want, "({m}, {k}) x ({k}, {n}), row-major");
+            // A column-major, B row-major (the backward pass's D^T A).
+            let mut c = Array2::from_elem((m, n), f64::NAN);
+            matmul_into(&mut c.view_mut(), at.t(), b.view());
+            assert_eq!(c, want, "({m}, {k}) x ({k}, {n}), column-major A");
             // Column-major operands (transposed views) and C.
             let mut ct = Array2::from_elem((n, m), f64::NAN);
             matmul_into(&mut ct.view_mut().reversed_axes(), at.t(), bt.t());
