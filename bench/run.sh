@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Rust benchmarks (criterion) and the NumPy baseline on the same machine, in the same
-# run, and prints one table of medians and ratios against the targets of issues 2 and 12.
+# run, and prints tables of medians and ratios against the targets of issues 2 and 12: the full
+# benchmark, then paired rounds (each training workload, Rust then NumPy, back to back).
 #
 #   bench/run.sh            # everything: training workloads and the matrix-product kernels
 #   bench/run.sh --quick    # fewer samples and repeats (a smoke test; noisier figures)
