@@ -158,10 +158,10 @@ kernels = sorted({k.split("/")[1] for k in rust if k.startswith("gemm/")
 if kernels:
     print()
     print("matrix products of one blobs epoch, GFLOP/s (criterion medians; wall | cpu clock):")
-    print(f"  {'product':14} {'linalg (faer)':>13} {'gemm 0.19':>13} {'matrixmultiply':>15}")
+    print(f"  {'product':14} {'linalg (gemm)':>13} {'faer 0.24':>13} {'matrixmultiply':>15}")
     for k in kernels:
         cells = []
-        for impl in ["linalg", "gemm", "matrixmultiply"]:
+        for impl in ["linalg", "faer", "matrixmultiply"]:
             rates = []
             for group in ["gemm", "gemm_cpu"]:
                 t, flops = rust.get(f"{group}/{k}/{impl}", (None, None))
@@ -174,10 +174,10 @@ small = sorted({k.split("/")[1] for k in rust if k.startswith("gemm/small_")},
 if small:
     print()
     print("small products, wall clock (linalg runs its plain loop up to 512 multiply-adds):")
-    print(f"  {'product':18} {'linalg':>10} {'faer':>10}")
+    print(f"  {'product':18} {'linalg':>10} {'gemm':>10}")
     for k in small:
         cells = [fmt(rust[f"gemm/{k}/{impl}"][0]) if f"gemm/{k}/{impl}" in rust else "-"
-                 for impl in ["linalg", "faer"]]
+                 for impl in ["linalg", "gemm"]]
         print(f"  {k:18} {cells[0]:>10} {cells[1]:>10}")
 
 print()

@@ -8,9 +8,9 @@
 //!   NumPy's legacy `randn`, bit for bit, so NumPy trains on the same numbers), he init,
 //!   5 epochs per iteration; divide by 5 for the time per epoch. `..._5ep_2threads`: the
 //!   same on a trainer with two threads (wall clock only), which must give the same bits.
-//! - `gemm/*`: the five matrix products of one blobs epoch through `src/nn/linalg.rs` (faer),
-//!   the `gemm` crate and ndarray's `dot` (matrixmultiply); and small products through
-//!   linalg (its plain loop up to 512 multiply-adds) and faer directly, to place the threshold.
+//! - `gemm/*`: the five matrix products of one blobs epoch through `src/nn/linalg.rs` (the
+//!   gemm crate), faer and ndarray's `dot` (matrixmultiply); and small products through
+//!   linalg (its plain loop up to 512 multiply-adds) and gemm directly, to place the threshold.
 //!
 //! Before measuring, `main` prints the losses NumPy must reproduce (`check ...` lines), so a
 //! reader (and `run.sh`) can see both sides did the same work.
@@ -201,53 +201,25 @@ fn train_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
     group.finish();
 }
 
-/// `c = a · b` through the `gemm` crate (0.19, the core's backend before issue 2's own kernel).
-fn gemm_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
+/// `c = a · b` through faer 0.24 (what `src/nn/linalg.rs` ran before the gemm crate), then
+/// `vzeroupper`, as the core needed after each faer call (its kernels leave the upper
+/// vector state dirty and every later SSE instruction slow).
+fn faer_view_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     assert_eq!((a.ncols(), c.dim()), (b.nrows(), (m, n)));
+    let (c_rs, c_cs) = (c.strides()[0], c.strides()[1]);
     // SAFETY: the shapes agree (asserted), the pointers and strides come from live views,
-    // and `c` is a unique borrow.
+    // `c` is a unique borrow, and the AVX check guards vzeroupper.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            c.strides()[1],
-            c.strides()[0],
-            false,
-            a.as_ptr(),
-            a.strides()[1],
-            a.strides()[0],
-            b.as_ptr(),
-            b.strides()[1],
-            b.strides()[0],
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        let c = faer::MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, c_rs, c_cs);
+        let a = faer::MatRef::from_raw_parts(a.as_ptr(), m, k, a.strides()[0], a.strides()[1]);
+        let b = faer::MatRef::from_raw_parts(b.as_ptr(), k, n, b.strides()[0], b.strides()[1]);
+        faer::linalg::matmul::matmul(c, faer::Accum::Replace, a, b, 1.0, faer::Par::Seq);
+        if std::arch::is_x86_feature_detected!("avx") {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
     }
-}
-
-/// `c = a · b` through faer alone, for row-major `c` and `a` and a transposed row-major `b`.
-fn faer_into(c: &mut Array2<f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
-    let (m, n) = c.dim();
-    let k = a.ncols();
-    let c = faer::MatMut::from_row_major_slice_mut(c.as_slice_mut().expect("row-major"), m, n);
-    let a = faer::MatRef::from_row_major_slice(a.to_slice().expect("row-major"), m, k);
-    let b = faer::MatRef::from_row_major_slice(b.t().to_slice().expect("transposed"), n, k);
-    faer::linalg::matmul::matmul(
-        c,
-        faer::Accum::Replace,
-        a,
-        b.transpose(),
-        1.0,
-        faer::Par::Seq,
-    );
 }
 
 fn filled(rows: usize, cols: usize, salt: usize) -> Array2<f64> {
@@ -284,8 +256,8 @@ fn gemm_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
         group.bench_function(format!("{name}/linalg"), |bench| {
             bench.iter(|| linalg::matmul_into(&mut out.view_mut(), black_box(a), black_box(b)));
         });
-        group.bench_function(format!("{name}/gemm"), |bench| {
-            bench.iter(|| gemm_into(&mut out.view_mut(), black_box(a), black_box(b)));
+        group.bench_function(format!("{name}/faer"), |bench| {
+            bench.iter(|| faer_view_into(&mut out.view_mut(), black_box(a), black_box(b)));
         });
         group.bench_function(format!("{name}/matrixmultiply"), |bench| {
             bench.iter(|| black_box(black_box(a).dot(&black_box(b))));
@@ -303,17 +275,21 @@ fn gemm_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
         (16, 16, 16),
         (24, 24, 24),
     ] {
-        let a = filled(mm, k, 7);
-        let b = filled(n, k, 8);
-        let (a, b) = (a.view(), b.t());
+        let (a_own, b_own) = (filled(mm, k, 7), filled(n, k, 8));
+        let (a, b) = (a_own.view(), b_own.t());
+        let (a_s, b_s) = (
+            linalg::Strided::rows(a_own.as_slice().expect("row-major"), mm, k),
+            linalg::Strided::rows(b_own.as_slice().expect("row-major"), n, k).t(),
+        );
         let mut out = Array2::<f64>::zeros((mm, n));
         group.throughput(Throughput::Elements((2 * mm * n * k) as u64));
         let tag = format!("small_{mm}x{k}x{n}");
         group.bench_function(format!("{tag}/linalg"), |bench| {
             bench.iter(|| linalg::matmul_into(&mut out.view_mut(), black_box(a), black_box(b)));
         });
-        group.bench_function(format!("{tag}/faer"), |bench| {
-            bench.iter(|| faer_into(&mut out, black_box(a), black_box(b)));
+        group.bench_function(format!("{tag}/gemm"), |bench| {
+            let out = out.as_slice_mut().expect("row-major");
+            bench.iter(|| linalg::gemm_rows(out, black_box(a_s), black_box(b_s)));
         });
     }
     group.finish();

@@ -1,38 +1,35 @@
-//! The one matrix product the core needs, `C = A · B`, on faer's GEMM.
+//! The one matrix product the core needs, `C = A · B`, on the `gemm` crate.
 //!
 //! Operands are [`Strided`]: a slice and two strides, so a row-major buffer, its transpose
 //! and a block of its columns are all views of one slice, checked against its length once
-//! when made. [`matmul`] writes into a faer view, which `train.rs` splits to hand disjoint
-//! blocks of one gradient to several threads; [`matmul_into`] takes ndarray views of any
-//! layout. There is no `unsafe` here but the one line that clears the AVX state.
+//! when made; the result is a row-major slice. [`matmul_rows`] is what `train.rs` calls, on
+//! chunks of rows and on blocks of gradient rows that several threads fill at once;
+//! [`matmul_into`] takes ndarray views of any layout. The one `unsafe` is the call into
+//! `gemm`, whose pointers and strides come from checked `Strided` values.
 //!
 //! Products of up to [`SMALL`] multiply-adds (every product of the notebook's nets) run a
 //! plain loop that sums in index order without FMA, so their bits do not depend on the CPU
-//! and the tiny nets pay no dispatch. Larger ones run `faer::linalg::matmul::matmul` on one
-//! thread (`Par::Seq`): a product's bits then depend only on its operands and its shape,
-//! which is what lets `train.rs` promise the same numbers for any thread count.
+//! and the tiny nets pay no dispatch. Larger ones run `gemm::gemm` on one thread
+//! (`Parallelism::None`): a product's bits then depend only on its operands, its shape and
+//! the machine, which is what lets `train.rs` promise the same numbers for any thread count.
 //!
-//! Two things about faer 0.24 that shaped this file (`bench/README.md` has the figures):
-//! - Its x86 kernels (private-gemm-x86, hand-written assembly) return with the upper halves
-//!   of the vector registers dirty. On Intel CPUs every later SSE instruction then pays a
-//!   transition penalty: glibc's `exp` and `ln`, which the softmax calls 100,000 times a
-//!   blobs epoch, ran 25 times slower (166 ns instead of 7). [`matmul`] issues `vzeroupper`
-//!   after each call.
-//! - `MatMut::from_row_major_slice_with_stride_mut` builds a column-major view (its row
-//!   stride is one) while checking the bounds of a row-major one: safe code that writes
-//!   outside the slice. Nothing here calls it.
+//! Why `gemm` 0.19 and not faer 0.24 or the core's own kernel (`bench/README.md` has the
+//! figures): it was the fastest of the three on a blobs epoch here (faer 6-7% slower, the
+//! own kernel a third slower). It allocates its packing buffers on each call, which costs
+//! less than it saves. faer's assembly kernels also leave the upper halves of the vector
+//! registers dirty, which made every later SSE instruction (glibc's `exp`) 25 times slower
+//! until a `vzeroupper` followed each call.
 
-use faer::reborrow::ReborrowMut;
-use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
-/// Up to this many multiply-adds the plain loop runs: at 8x8x8 it and faer's small kernels
-/// (nano-gemm) take the same 0.2 us, at 10x10x10 faer is three times faster (`cargo bench
-/// --bench core -- gemm/small`). Every product of the notebook's nets is far below.
+/// Up to this many multiply-adds the plain loop runs (`cargo bench --bench core --
+/// gemm/small` places it). Every product of the notebook's nets is far below.
 const SMALL: usize = 512;
 
 /// A `rows x cols` matrix inside a slice: element `(i, j)` is `data[i * rs + j * cs]`, and
 /// one of the strides is 1 (the matrix or its transpose is row-major with a row stride).
+/// Invariant, kept by every constructor: when the matrix is not empty,
+/// `(rows - 1) * rs + (cols - 1) * cs < data.len()`, so every element is inside `data`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Strided<'a> {
     data: &'a [f64],
@@ -91,18 +88,6 @@ impl<'a> Strided<'a> {
         }
     }
 
-    pub(crate) fn shape(&self) -> (usize, usize) {
-        (self.rows, self.cols)
-    }
-
-    fn faer(self) -> MatRef<'a, f64> {
-        if self.cs == 1 {
-            MatRef::from_row_major_slice_with_stride(self.data, self.rows, self.cols, self.rs)
-        } else {
-            MatRef::from_column_major_slice_with_stride(self.data, self.rows, self.cols, self.cs)
-        }
-    }
-
     /// `sum_p self[i][p] * b[p][j]`, in order of `p`, from 0.
     #[inline]
     fn dot(&self, i: usize, b: &Strided<'_>, j: usize) -> f64 {
@@ -122,36 +107,72 @@ impl<'a> Strided<'a> {
     }
 }
 
-/// `c = a · b`, overwriting `c`; `a` is `(m, k)`, `b` is `(k, n)`, `c` is `(m, n)`.
+/// `c = a · b`, overwriting `c`, row-major `(m, n)`; `a` is `(m, k)`, `b` is `(k, n)`.
 ///
 /// # Panics
 /// If the shapes do not agree: that is a bug in the caller, never a property of input data.
-pub(crate) fn matmul(mut c: MatMut<'_, f64>, a: Strided<'_>, b: Strided<'_>) {
-    check((c.nrows(), c.ncols()), a.shape(), b.shape());
+pub(crate) fn matmul_rows(c: &mut [f64], a: Strided<'_>, b: Strided<'_>) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        k == b.rows && c.len() == m * n,
+        "matmul: ({m}, {k}) x ({}, {n}) into {} values: the shapes do not agree",
+        b.rows,
+        c.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
     if m.saturating_mul(n).saturating_mul(k) <= SMALL {
         small(c, a, b);
-        return;
+    } else {
+        gemm_rows(c, a, b);
     }
-    faer::linalg::matmul::matmul(
-        c.rb_mut(),
-        Accum::Replace,
-        a.faer(),
-        b.faer(),
-        1.0,
-        Par::Seq,
+}
+
+/// `c = a · b` through the gemm crate, shapes already checked by [`matmul_rows`] (and
+/// `m`, `n` not zero); `pub(crate)` so that `benches/core.rs` can place [`SMALL`].
+pub(crate) fn gemm_rows(c: &mut [f64], a: Strided<'_>, b: Strided<'_>) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        k == b.rows && c.len() == m * n,
+        "gemm_rows: the shapes do not agree"
     );
-    clear_upper_state();
+    // SAFETY: `a` and `b` are Strided values, every element of which is inside its slice
+    // (the type's invariant), and their shapes are (m, k) and (k, n), none of them zero
+    // (checked above); `c` is a unique borrow of exactly m * n values, written row-major
+    // (row stride n, column stride 1), so it aliases neither operand. With `read_dst`
+    // false, gemm overwrites `c` without reading it; `Parallelism::None` keeps the call on
+    // this thread.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 /// The plain loop: each `c[i][j]` is `((0 + a[i][0] b[0][j]) + a[i][1] b[1][j]) + ...`, in
 /// index order without FMA, whichever way the loops run. Where the rows of `b` are
 /// contiguous (the backward pass's `D W` and `D^T A`), four sums of a row of `c` advance
 /// together over `p` in registers; otherwise one dot product at a time.
-fn small(mut c: MatMut<'_, f64>, a: Strided<'_>, b: Strided<'_>) {
+fn small(c: &mut [f64], a: Strided<'_>, b: Strided<'_>) {
     const W: usize = 4;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let blocked = if b.cs == 1 && !(a.cs == 1 && b.rs == 1) {
@@ -169,20 +190,12 @@ fn small(mut c: MatMut<'_, f64>, a: Strided<'_>, b: Strided<'_>) {
                     *s += x * y;
                 }
             }
-            for (q, s) in s.into_iter().enumerate() {
-                c[(i, j + q)] = s;
-            }
+            c[i * n + j..][..W].copy_from_slice(&s);
         }
         for j in blocked..n {
-            c[(i, j)] = a.dot(i, &b, j);
+            c[i * n + j] = a.dot(i, &b, j);
         }
     }
-}
-
-/// `c = a · b` into a row-major `(m, n)` slice.
-pub(crate) fn matmul_rows(c: &mut [f64], a: Strided<'_>, b: Strided<'_>) {
-    let (m, n) = (a.rows, b.cols);
-    matmul(MatMut::from_row_major_slice_mut(c, m, n), a, b);
 }
 
 /// `c = a · b` for ndarray views of any layout (what is neither row- nor column-major is
@@ -211,9 +224,10 @@ pub fn matmul_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: Ar
     if let Some(s) = c.as_slice_mut() {
         return matmul_rows(s, a, b);
     }
+    // A column-major C is a row-major C^T = B^T A^T.
     let ct = c.view_mut().reversed_axes();
     if let Some(s) = ct.into_slice() {
-        return matmul(MatMut::from_column_major_slice_mut(s, m, n), a, b);
+        return matmul_rows(s, b.t(), a.t());
     }
     let mut tmp = Array2::zeros((m, n));
     let s = tmp.as_slice_mut().expect("a fresh array is contiguous");
@@ -239,18 +253,6 @@ fn check(c: (usize, usize), a: (usize, usize), b: (usize, usize)) {
     );
 }
 
-/// `vzeroupper`: marks the upper halves of the vector registers clean after faer's kernels,
-/// so the SSE code that follows (glibc's `exp`, `ln`) runs at full speed. See the module doc.
-#[inline]
-fn clear_upper_state() {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has AVX (checked just above), the one requirement of `vzeroupper`;
-        // it changes no register a Rust value lives in across this call.
-        unsafe { std::arch::x86_64::_mm256_zeroupper() }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +273,7 @@ mod tests {
 
     #[test]
     fn every_path_and_layout_matches_the_definition() {
-        // Tiny (the loop), faer's small kernels, its packed kernels past one depth block,
+        // Tiny (the loop), gemm's small kernels, its packed kernels past one depth block,
         // vectors, and sizes that leave partial register tiles.
         let shapes = [
             (6, 4, 3),
@@ -316,28 +318,19 @@ mod tests {
     }
 
     #[test]
-    fn blocks_of_columns_are_products_of_blocks() {
-        // What train.rs does with a weight gradient: column blocks of D^T A into row blocks
-        // of the destination, and column blocks of A into column blocks of it, for tiny
-        // blocks (the loop) and large ones (faer).
-        for (m, out, inp, split_row, split_col) in [(300, 20, 30, 7, 11), (6, 4, 3, 1, 2)] {
+    fn blocks_of_rows_are_products_of_column_blocks() {
+        // What train.rs does with a weight gradient: row blocks of dW = D^T A are products
+        // of column blocks of D, for tiny blocks (the loop) and large ones (gemm).
+        for (m, out, inp, split) in [(300, 20, 30, 7), (6, 4, 3, 1), (6, 5, 4, 2)] {
             let d = exact(m, out, 3);
             let a = exact(m, inp, 4);
             let want = naive(&d.t().to_owned(), &a);
             let mut g = Array2::from_elem((out, inp), f64::NAN);
             let ds = Strided::rows(d.as_slice().unwrap(), m, out);
             let xs = Strided::rows(a.as_slice().unwrap(), m, inp);
-            let gm = MatMut::from_row_major_slice_mut(g.as_slice_mut().unwrap(), out, inp);
-            let (top, bottom) = gm.split_at_row_mut(split_row);
-            matmul(top, ds.cols(0, split_row).t(), xs);
-            let (left, right) = bottom.split_at_col_mut(split_col);
-            let rest = out - split_row;
-            matmul(left, ds.cols(split_row, rest).t(), xs.cols(0, split_col));
-            matmul(
-                right,
-                ds.cols(split_row, rest).t(),
-                xs.cols(split_col, inp - split_col),
-            );
+            let (top, bottom) = g.as_slice_mut().unwrap().split_at_mut(split * inp);
+            matmul_rows(top, ds.cols(0, split).t(), xs);
+            matmul_rows(bottom, ds.cols(split, out - split).t(), xs);
             assert_eq!(g, want, "({m}, {out}) x ({m}, {inp})");
         }
     }
@@ -349,6 +342,14 @@ mod tests {
         let b = Array2::<f64>::zeros((5, 2));
         let mut c = Array2::<f64>::zeros((3, 2));
         matmul_into(&mut c.view_mut(), a.view(), b.view());
+    }
+
+    #[test]
+    #[should_panic(expected = "the shapes do not agree")]
+    fn a_result_of_the_wrong_size_panics_before_touching_memory() {
+        let (a, b) = ([0.0; 12], [0.0; 8]);
+        let mut c = [0.0; 5];
+        matmul_rows(&mut c, Strided::rows(&a, 3, 4), Strided::rows(&b, 4, 2));
     }
 
     #[test]

@@ -22,7 +22,6 @@
 use std::borrow::Cow;
 
 use arrayvec::ArrayVec;
-use faer::MatMut;
 use ndarray::{Array1, Array2, ArrayView1};
 use rayon::ThreadPool;
 use rayon::prelude::*;
@@ -30,7 +29,7 @@ use rayon::prelude::*;
 use super::batch::Batch;
 use super::data::Dataset;
 use super::error::{NnError, Result};
-use super::linalg::{Strided, matmul, matmul_rows};
+use super::linalg::{Strided, matmul_rows};
 use super::network::{Activation, GradReduction, Grads, MAX_LAYERS, NetConfig, Network, Params};
 
 /// Samples per chunk of the forward pass: a chunk's activations and deltas of a `[64, 128,
@@ -125,7 +124,7 @@ struct Rows<'a> {
 enum Block<'a> {
     /// `dst = lhs · rhs`: a block of `dW_k = D_k^T A_{k-1}`.
     Product {
-        dst: MatMut<'a, f64>,
+        dst: &'a mut [f64],
         lhs: Strided<'a>,
         rhs: Strided<'a>,
     },
@@ -278,29 +277,19 @@ impl Workspace {
         {
             let input = if k == 0 { x } else { &acts[k - 1] };
             let (lhs, rhs) = (rows(d, m, out), rows(input, m, inp));
-            let (by_rows, n) = gradient_blocks(m, out, inp);
-            let mut rest = MatMut::from_row_major_slice_mut(g, out, inp);
+            // Rows [done, end) of dW are D[:, done..end]^T A: contiguous rows of `g`.
+            let n = gradient_blocks(m, out, inp);
+            let mut rest = &mut g[..];
             let mut done = 0;
             for b in 1..=n {
-                if by_rows {
-                    let end = out * b / n;
-                    let (head, tail) = rest.split_at_row_mut(end - done);
-                    blocks.push(Block::Product {
-                        dst: head,
-                        lhs: lhs.cols(done, end - done).t(),
-                        rhs,
-                    });
-                    (rest, done) = (tail, end);
-                } else {
-                    let end = inp * b / n;
-                    let (head, tail) = rest.split_at_col_mut(end - done);
-                    blocks.push(Block::Product {
-                        dst: head,
-                        lhs: lhs.t(),
-                        rhs: rhs.cols(done, end - done),
-                    });
-                    (rest, done) = (tail, end);
-                }
+                let end = out * b / n;
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut((end - done) * inp);
+                blocks.push(Block::Product {
+                    dst: head,
+                    lhs: lhs.cols(done, end - done).t(),
+                    rhs,
+                });
+                (rest, done) = (tail, end);
             }
             if let Some(gb) = grad_b.as_mut().and_then(Iterator::next) {
                 blocks.push(Block::ColumnSums { dst: gb, d });
@@ -322,28 +311,25 @@ impl Workspace {
     }
 }
 
-/// How `dW` of shape `(out, inp)` over `m` samples is cut into independent products: along
-/// its rows (`true`) or columns, into how many blocks. A block re-reads the whole operand
-/// of the dimension it does not cut, which a single thread pays for too, so a gradient
-/// gets a block per [`BLOCK_WORK`] multiply-adds, of at least [`MIN_BLOCK`] units. For
-/// `[64, 128, 10]` on 10,000 samples both gradients stay whole (82M and 13M multiply-adds;
-/// two blocks of `dW_1` cost 0.45 ms more of a 12 ms single-threaded epoch), and two
-/// threads compute them side by side.
+/// Into how many blocks of rows (output units) `dW` of shape `(out, inp)` over `m` samples
+/// is cut, each an independent product. Every block re-reads the whole `A`, which a single
+/// thread pays for too, so a gradient gets a block per [`BLOCK_WORK`] multiply-adds, of at
+/// least [`MIN_BLOCK`] rows. For `[64, 128, 10]` on 10,000 samples both gradients stay whole
+/// (82M and 13M multiply-adds; two blocks of `dW_1` cost 0.45 ms more of a 12 ms
+/// single-threaded epoch), and two threads compute them side by side. (Rows only: blocks of
+/// columns would interleave in memory, and no slice can hand them to two threads.)
 /// Depends on the shapes alone: the blocks are part of the arithmetic.
-fn gradient_blocks(m: usize, out: usize, inp: usize) -> (bool, usize) {
+fn gradient_blocks(m: usize, out: usize, inp: usize) -> usize {
     let work = m.saturating_mul(out).saturating_mul(inp);
-    let by_rows = out >= inp;
-    let widest = out.max(inp);
-    let n = (work / BLOCK_WORK)
-        .min(widest / MIN_BLOCK)
-        .clamp(1, MAX_BLOCKS);
-    (by_rows, n)
+    (work / BLOCK_WORK)
+        .min(out / MIN_BLOCK)
+        .clamp(1, MAX_BLOCKS)
 }
 
 impl Block<'_> {
     fn run(&mut self) {
         match self {
-            Block::Product { dst, lhs, rhs } => matmul(dst.as_mut(), *lhs, *rhs),
+            Block::Product { dst, lhs, rhs } => matmul_rows(dst, *lhs, *rhs),
             Block::ColumnSums { dst, d } => {
                 dst.fill(0.0);
                 for row in d.chunks_exact(dst.len()) {
@@ -932,14 +918,16 @@ mod tests {
     fn gradient_blocks_depend_on_size() {
         // The blobs benchmark's two gradients, and the shapes tests/core_threads.rs relies on
         // to exercise both kinds of split.
-        assert_eq!(gradient_blocks(10_000, 128, 64), (true, 1));
-        assert_eq!(gradient_blocks(10_000, 10, 128), (false, 1));
-        assert_eq!(gradient_blocks(16_411, 128, 64), (true, 2));
-        assert_eq!(gradient_blocks(16_411, 32, 256), (false, 2));
+        assert_eq!(gradient_blocks(10_000, 128, 64), 1);
+        assert_eq!(gradient_blocks(10_000, 10, 128), 1);
+        assert_eq!(gradient_blocks(16_411, 128, 64), 2);
+        assert_eq!(gradient_blocks(16_411, 256, 32), 2);
         // The notebook's nets: one block.
-        assert_eq!(gradient_blocks(6, 3, 4), (false, 1));
+        assert_eq!(gradient_blocks(6, 3, 4), 1);
         // Never more than MAX_BLOCKS, never a block under MIN_BLOCK units.
-        assert_eq!(gradient_blocks(1_000_000, 4096, 4096), (true, MAX_BLOCKS));
-        assert_eq!(gradient_blocks(1_000_000, 100, 10), (true, 1));
+        assert_eq!(gradient_blocks(1_000_000, 4096, 4096), MAX_BLOCKS);
+        assert_eq!(gradient_blocks(1_000_000, 100, 10), 1);
+        // A wide input does not make blocks: they are cut along the output units.
+        assert_eq!(gradient_blocks(1_000_000, 32, 4096), 1);
     }
 }
