@@ -263,9 +263,9 @@ fn gemm_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
             bench.iter(|| black_box(black_box(a).dot(&black_box(b))));
         });
     }
-    // Around the loop/faer threshold in linalg.rs: products of the notebook's sizes and a
+    // Around the loop/gemm threshold in linalg.rs: products of the notebook's sizes and a
     // few larger ones, through linalg (the plain loop up to 512 multiply-adds) and through
-    // faer directly.
+    // gemm directly.
     for (mm, k, n) in [
         (6, 4, 3),
         (3, 6, 4),

@@ -16,8 +16,9 @@
 //! The loss is summed over the samples in order, after the chunks are done.
 //!
 //! Every buffer lives in a [`Workspace`] sized once for the batch (its large ones are kept
-//! per thread for the next workspace, see `batch.rs`); single-threaded, the training loop
-//! allocates nothing after its first epoch.
+//! per thread for the next workspace, see `batch.rs`); single-threaded, the core allocates
+//! nothing after its first epoch (the gemm crate allocates packing buffers on each call of
+//! a product past the plain loop's limit).
 
 use std::borrow::Cow;
 
