@@ -8,6 +8,7 @@
 //! `W_k x` per sample; the loss is the mean cross-entropy over the samples; the gradient is
 //! the notebook's `Backward`, the **sum** over samples (or the mean, on request).
 
+mod batch;
 mod data;
 mod error;
 pub mod gradcheck;
