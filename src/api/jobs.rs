@@ -188,11 +188,17 @@ async fn run_to_end(
     queued: QueuedTraining,
 ) -> Result<JobStatus, Failure> {
     let change = turn.await.map_err(|e| Failure::Before(e.into()))?;
+    let snapshot = change.snapshot();
     if live.is_cancelled() || state.is_stopping() {
-        // Cancelled (or the server is stopping) while it waited: it ran nothing.
+        // Cancelled (or the server is stopping) while it waited: it ran nothing, and its
+        // result's numbers are the session's as the trains before it left it.
+        live.update(|j| {
+            j.epochs_trained = snapshot.history.len() as u64;
+            j.initial_loss = snapshot.initial_loss;
+            j.final_loss = snapshot.history.last();
+        });
         return Ok(JobStatus::Cancelled);
     }
-    let snapshot = change.snapshot();
     let mut job = live.job();
     check_trainable(state, &entry.id, &snapshot, job.epochs_requested).map_err(Failure::Before)?;
     job.state = JobState::Running;
