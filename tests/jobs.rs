@@ -6,8 +6,8 @@
 //! the last epoch, `done`); a job cut by `kill -9` is `interrupted` after a restart with
 //! what it had committed, and one stopped by SIGTERM is `cancelled`.
 //!
-//! `cargo test --release --test jobs -- --ignored --nocapture readers` measures what event
-//! streams cost a training (the figures the README quotes).
+//! `BACKPROP_SERVER_BIN=target/release/backprop-server cargo test --test jobs -- --ignored
+//! --nocapture readers` measures what event streams cost a training (the README quotes it).
 
 #[path = "support/client.rs"]
 mod client;
@@ -53,36 +53,6 @@ async fn quick_session(c: &Client, seed: u64) -> String {
     )
     .await
     .expect(200);
-    id
-}
-
-/// A session whose epochs take milliseconds (a [32, 64, 64, 10] net on 256 samples), so a
-/// job can be caught running.
-async fn slow_session(c: &Client) -> String {
-    let id = c
-        .create(
-            &json!({"layers": [32, 64, 64, 10], "init": {"method": "xavier", "seed": 5},
-                        "grad_reduction": "mean", "learning_rate": 0.01}),
-        )
-        .await;
-    let mut s = 11u64;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let x: Vec<Vec<f64>> = (0..256)
-        .map(|_| {
-            (0..32)
-                .map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64)
-                .collect()
-        })
-        .collect();
-    let y: Vec<u64> = (0..256).map(|_| next() % 10).collect();
-    c.put(&format!("/sessions/{id}/dataset"), &json!({"x": x, "y": y}))
-        .await
-        .expect(200);
     id
 }
 
@@ -251,7 +221,7 @@ async fn delete_training_cancels_at_an_epoch_boundary_and_keeps_what_was_done() 
     })
     .await;
     let c = Client::new(&server.base);
-    let id = slow_session(&c).await;
+    let id = c.slow_session().await;
     c.post(
         &format!("/sessions/{id}/train"),
         &json!({"epochs": 1_000_000, "wait": false}),
@@ -351,7 +321,7 @@ async fn a_job_stops_at_the_job_time_limit_not_the_train_time_limit() {
     })
     .await;
     let c = Client::new(&server.base);
-    let id = slow_session(&c).await;
+    let id = c.slow_session().await;
     let started = Instant::now();
     c.post(
         &format!("/sessions/{id}/train"),
@@ -479,19 +449,14 @@ async fn events_show_the_state_then_throttled_epochs_the_last_epoch_and_done() {
         "events: {} epoch events over {span:.2} s of a {EPOCHS}-epoch train ({rate:.1}/s)",
         epochs.len()
     );
-    for w in epochs.windows(2) {
-        let gap = w[1].at.duration_since(w[0].at);
-        // The last epoch is sent whatever the throttle says; the others are at least ~50 ms
-        // apart as sent (allow for delivery jitter).
-        if w[1].data["epoch"] != EPOCHS {
-            assert!(
-                gap >= Duration::from_millis(25),
-                "two epoch events {gap:?} apart: {:?} {:?}",
-                w[0],
-                w[1]
-            );
-        }
-    }
+    // At most one per 50 ms as sent (the last epoch aside): counted over the whole span,
+    // since delivery may bunch two into one read on a busy machine.
+    let allowed = (span / 0.05).floor() as usize + 2;
+    assert!(
+        epochs.len() <= allowed,
+        "{} epoch events in {span:.2} s: more than one per 50 ms",
+        epochs.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,7 +471,7 @@ async fn a_job_cut_by_kill_9_is_interrupted_with_what_it_committed_and_sigterm_c
     ];
     let mut server = start_args(args.clone()).await;
     let c = Client::new(&server.base);
-    let id = slow_session(&c).await;
+    let id = c.slow_session().await;
     c.post(
         &format!("/sessions/{id}/train"),
         &json!({"epochs": 1_000_000, "wait": false}),
@@ -569,10 +534,10 @@ async fn a_job_cut_by_kill_9_is_interrupted_with_what_it_committed_and_sigterm_c
 /// attached stream readers slow that train. Medians of alternating rounds. Ignored by
 /// default (tens of seconds); `BACKPROP_SERVER_BIN` may name a release binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: cargo test --release --test jobs -- --ignored --nocapture readers"]
+#[ignore = "a measurement: BACKPROP_SERVER_BIN=target/release/backprop-server cargo test --test jobs -- --ignored --nocapture readers"]
 async fn readers_cost_the_training_little() {
     const EPOCHS: u64 = 100_000;
-    const ROUNDS: usize = 7;
+    const ROUNDS: usize = 9;
     let args = vec![
         "--addr=127.0.0.1:0".to_owned(),
         "--database=memory".to_owned(),
@@ -601,6 +566,7 @@ async fn readers_cost_the_training_little() {
     .await
     .expect(200);
     let (mut alone, mut watched, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut alone_cpu, mut watched_cpu) = (Vec::new(), Vec::new());
     for round in 0..2 * ROUNDS {
         let readers = if round % 2 == 0 { 0 } else { 10 };
         // A new history each round, so --max-history never stops the rounds.
@@ -608,7 +574,7 @@ async fn readers_cost_the_training_little() {
         c.put(&format!("/sessions/{id}/weights"), &w)
             .await
             .expect(200);
-        let started = Instant::now();
+        let (started, cpu_before) = (Instant::now(), cpu_secs(server.pid()));
         c.post(
             &format!("/sessions/{id}/train"),
             &json!({"epochs": EPOCHS, "wait": false, "return_loss": false}),
@@ -621,8 +587,14 @@ async fn readers_cost_the_training_little() {
                 tokio::spawn(async move { read_events(&base, &id).await })
             })
             .collect();
-        let job = wait_done(&c, &id, Duration::from_secs(600)).await;
-        let took = started.elapsed().as_secs_f64();
+        // Polled every 2 ms (in both arms alike), so the end is seen within 2 ms.
+        let (job, took) = loop {
+            let j = c.get(&format!("/sessions/{id}/training")).await.expect(200);
+            if j["state"] == "done" {
+                break (j, started.elapsed().as_secs_f64());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
         assert_eq!(job["result"]["status"], "completed", "{job}");
         for s in streams {
             let (events, _) = s.await.unwrap();
@@ -632,12 +604,15 @@ async fn readers_cost_the_training_little() {
                 rates.push(epochs.len() as f64 / span.max(0.05));
             }
         }
+        let cpu = cpu_secs(server.pid()) - cpu_before;
         if readers == 0 {
-            alone.push(took)
+            alone.push(took);
+            alone_cpu.push(cpu);
         } else {
-            watched.push(took)
+            watched.push(took);
+            watched_cpu.push(cpu);
         }
-        eprintln!("round {round}: {readers} readers, {took:.3} s");
+        eprintln!("round {round}: {readers} readers, {took:.3} s, server CPU {cpu:.2} s");
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -649,4 +624,26 @@ async fn readers_cost_the_training_little() {
          readers ({:+.2}%); a reader received a median {r:.1} epoch events/s",
         (w / a - 1.0) * 100.0
     );
+    let (ac, wc) = (median(&mut alone_cpu), median(&mut watched_cpu));
+    eprintln!(
+        "the server's CPU time per round (training, polling and streams): median {ac:.2} s \
+         alone, {wc:.2} s with 10 readers ({:+.2}%)",
+        (wc / ac - 1.0) * 100.0
+    );
+}
+
+/// A process's CPU time so far (user and system, from `/proc/PID/stat`), in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command name (which may hold spaces) close with ')'.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let hz = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    ticks / hz
 }

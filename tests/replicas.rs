@@ -49,36 +49,6 @@ async fn start(config: Config) -> ServerProcess {
         .expect("starting a replica")
 }
 
-/// A session whose epochs take tens of milliseconds in a debug build (a [32, 64, 64, 10]
-/// net on 256 samples), so a run can be caught in progress.
-async fn slow_session(c: &Client) -> String {
-    let id = c
-        .create(
-            &json!({"layers": [32, 64, 64, 10], "init": {"method": "xavier", "seed": 5},
-                        "grad_reduction": "mean", "learning_rate": 0.01}),
-        )
-        .await;
-    let mut s = 11u64;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let x: Vec<Vec<f64>> = (0..256)
-        .map(|_| {
-            (0..32)
-                .map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64)
-                .collect()
-        })
-        .collect();
-    let y: Vec<u64> = (0..256).map(|_| next() % 10).collect();
-    c.put(&format!("/sessions/{id}/dataset"), &json!({"x": x, "y": y}))
-        .await
-        .expect(200);
-    id
-}
-
 /// Advisory locks granted in the database: trains holding a session's turn.
 async fn turns_held(url: &str) -> i64 {
     use sqlx::Connection;
@@ -182,7 +152,7 @@ async fn a_replica_killed_mid_train_releases_the_session_to_the_other() {
     .await;
     let rb = start(replica_config(&url)).await;
     let (a, b) = (Client::new(&ra.base), Client::new(&rb.base));
-    let id = slow_session(&a).await;
+    let id = a.slow_session().await;
     let before = b.get(&format!("/sessions/{id}/weights")).await.expect(200);
 
     let doomed = {
@@ -253,7 +223,7 @@ async fn idle_sessions_expire_on_every_replica_but_not_while_one_trains_them() {
 
     let idle = a.create(&json!({"layers": [4, 3]})).await;
     let busy = a.create(&json!({"layers": [4, 3]})).await;
-    let trained = slow_session(&a).await;
+    let trained = a.slow_session().await;
     // A train longer than the TTL (3 s, by its time limit), on A.
     let train = {
         let a = a.clone();
@@ -468,7 +438,7 @@ async fn a_job_on_one_replica_is_seen_cancelled_and_cut_from_the_other() {
     let mut ra = start(fast_commits(replica_config(&url))).await;
     let rb = start(fast_commits(replica_config(&url))).await;
     let (a, b) = (Client::new(&ra.base), Client::new(&rb.base));
-    let id = slow_session(&a).await;
+    let id = a.slow_session().await;
     a.post(
         &format!("/sessions/{id}/train"),
         &json!({"epochs": 1_000_000, "wait": false, "return_loss": false}),
