@@ -460,6 +460,69 @@ async fn events_show_the_state_then_throttled_epochs_the_last_epoch_and_done() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_hold_back_nothing_and_hold_no_backlog() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(config()).await;
+    let c = Client::new(&server.base);
+    let id = quick_session(&c, 5).await;
+    c.post(
+        &format!("/sessions/{id}/train"),
+        &json!({"epochs": 1_000_000, "wait": false, "return_loss": false}),
+    )
+    .await
+    .expect(202);
+    wait_progress(&c, &id, 1).await;
+    // 20 streams whose clients send the request and then read nothing at all.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let req = format!("GET /sessions/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss0, at0) = (
+        server.rss_kib(),
+        c.get(&format!("/sessions/{id}/training")).await.json(),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss1, at1) = (
+        server.rss_kib(),
+        c.get(&format!("/sessions/{id}/training")).await.json(),
+    );
+    let (e0, e1) = (
+        at0["epochs_done"].as_u64().unwrap(),
+        at1["epochs_done"].as_u64().unwrap(),
+    );
+    eprintln!(
+        "with 20 stalled readers: {} epochs in 2 s, RSS {rss0} -> {rss1} KiB",
+        e1 - e0
+    );
+    assert!(
+        e1 > e0 + 1000,
+        "the job crawled with stalled readers: {e0} -> {e1}"
+    );
+    // The history grows by 8 bytes an epoch (the job's losses, kept until its next commit
+    // and then in the session); anything past that and a margin would be a backlog.
+    let history_kib = (e1 - e0) * 8 / 1024;
+    assert!(
+        rss1 < rss0 + history_kib + 1024,
+        "the server grew from {rss0} to {rss1} KiB in 2 s with 20 stalled readers, of which \
+         {history_kib} KiB for the history"
+    );
+    // A stalled reader that reads at last finds its stream alive, state first.
+    let mut buf = vec![0; 4096];
+    let n = stalled[0].read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.contains("event: state"), "{head}");
+    let job = c
+        .delete(&format!("/sessions/{id}/training"))
+        .await
+        .expect(200);
+    assert_eq!(job["result"]["status"], "cancelled", "{job}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cut_by_kill_9_is_interrupted_with_what_it_committed_and_sigterm_cancels() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", dir.path().join("jobs.db").display());
