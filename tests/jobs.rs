@@ -313,6 +313,44 @@ async fn delete_training_cancels_at_an_epoch_boundary_and_keeps_what_was_done() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_takes_a_worker_like_a_waiting_train() {
+    // One worker, and commits far apart: the running job holds the worker throughout.
+    let server = start(Config {
+        workers: 1,
+        job_checkpoint_secs: 60.0,
+        ..config()
+    })
+    .await;
+    let c = Client::new(&server.base);
+    let (busy, other) = (c.slow_session().await, quick_session(&c, 2).await);
+    c.post(
+        &format!("/sessions/{busy}/train"),
+        &json!({"epochs": 1_000_000, "wait": false, "return_loss": false}),
+    )
+    .await
+    .expect(202);
+    wait_progress(&c, &busy, 1).await;
+    let waiting = {
+        let (c, path) = (c.clone(), format!("/sessions/{other}/train"));
+        tokio::spawn(async move { c.post(&path, &json!({"epochs": 1})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a train on another session ran while the only worker ran a job"
+    );
+    c.delete(&format!("/sessions/{busy}/training"))
+        .await
+        .expect(200);
+    let r = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting train did not run once the job let go of the worker")
+        .unwrap()
+        .expect(200);
+    assert_eq!(r["status"], "completed", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_stops_at_the_job_time_limit_not_the_train_time_limit() {
     let server = start(Config {
         job_time_limit_secs: 0.5,
