@@ -11,14 +11,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
-use super::extract::{ApiJson, OptionalJson, QueryParams};
+use super::extract::{ApiJson, OptionalJson, QueryParams, RequestBody};
 use super::sessions::{check_sample_count, inline_dataset};
 use super::wire::{
     Int, LabelsWire, Matrices, Rows, Samples, Vectors, bare_sample_hint, python_repr,
 };
+use super::{AppState, Caller};
+use crate::admission::{self, Need, Part, f64s};
 use crate::error::{ApiError, ApiResult};
-use crate::nn::{self, Control, Dataset, TrainStatus, Trainer};
+use crate::nn::{self, Control, Dataset, NetConfig, TrainStatus, Trainer};
 use crate::store::Session;
 use crate::telemetry::QueuedTraining;
 
@@ -71,6 +72,54 @@ struct TrainRequest {
     return_loss: Option<bool>,
 }
 
+impl RequestBody for TrainRequest {}
+impl RequestBody for BatchRequest {}
+
+/// What a train of `epochs` epochs on `m` samples holds: the trainer (every layer's
+/// activations and deltas for all `m` samples, the gradients, the next weights) and the
+/// weights it updates; the losses, and the history's log they are appended to (which may
+/// be copied as it grows, `have` entries already); the weights and losses written to the
+/// database; and the answer. `limit` is the per-request limit, for the hint.
+fn train_need(
+    limit: u128,
+    config: &NetConfig,
+    m: usize,
+    have: u64,
+    epochs: u64,
+    answer: bool,
+) -> Need {
+    let e = u128::from(epochs);
+    let rest = f64s(e)
+        + 3 * f64s(u128::from(have) + e)
+        + f64s(config.parameter_count() + e)
+        + if answer {
+            f64s(e) + admission::answer(e)
+        } else {
+            admission::answer(0)
+        };
+    let cost = |m: u128| admission::trainer(config, m).saturating_add(rest);
+    let m = m as u128;
+    let shrink = match admission::fit(limit, m, cost) {
+        0 if cost(0) > limit => "train fewer epochs at once (the history and the answer \
+                                 grow with them), or leave out the losses \
+                                 (\"return_loss\": false)"
+            .into(),
+        0 => "not even one sample fits: use a network with fewer or narrower layers".into(),
+        most => format!(
+            "train on fewer samples (PUT a dataset of at most {most} samples), or use a \
+             network with narrower layers"
+        ),
+    };
+    Need::new(
+        cost(m),
+        format!(
+            "a train of {epochs} epochs: {}",
+            admission::activations_text(config, m)
+        ),
+        shrink,
+    )
+}
+
 #[derive(Serialize)]
 struct TrainResponse {
     status: &'static str,
@@ -84,10 +133,11 @@ struct TrainResponse {
 
 async fn train(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<TrainRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let max_epochs = state.config().max_epochs;
     let Int(requested) = req.epochs;
     let epochs = u64::try_from(requested)
@@ -118,16 +168,27 @@ async fn train(
             max_history - have
         )));
     }
+    let need = train_need(
+        u128::from(state.budget().per_request()),
+        snapshot.net.config(),
+        dataset.data.samples(),
+        have,
+        epochs,
+        return_loss,
+    );
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let cancelled = cancel.0.clone();
     let limit = state.train_time_limit();
     let server = state.clone();
+    let runner = caller.clone();
     // The run and its commit are a task of their own: a client that goes away stops the
-    // run at the next epoch boundary (the flag), and what was done is still kept.
+    // run at the next epoch boundary (the flag), and what was done is still kept. Its turn
+    // on the session is held; it waits for its key's share of the workers and a worker
+    // without holding either, then reserves the epoch's memory.
     let run = tokio::spawn(async move {
         let worker = server.clone();
         let (net, losses, outcome) = worker
-            .compute(move || {
+            .compute(&runner, Some((Part::Work, need)), move || {
                 let running = queued.start();
                 let deadline = Instant::now() + limit;
                 // The only copy a train makes: the weights it updates.
@@ -162,7 +223,7 @@ async fn train(
         0
     };
     state
-        .json(numbers, move || {
+        .json(&caller, numbers, move || {
             serde_json::to_vec(&TrainResponse {
                 status: match outcome.status {
                     TrainStatus::Completed => "completed",
@@ -196,10 +257,11 @@ struct LossPage<'a> {
 
 async fn loss(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     q: QueryParams,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let format = match q.get("format") {
         None | Some("json") => LossFormat::Json,
         Some("csv") => LossFormat::Csv,
@@ -221,6 +283,21 @@ async fn loss(
     let end = start
         .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
         .min(s.history.len());
+    // The page copied out, and its text: JSON numbers, or CSV and text lines (at most 52
+    // bytes each, in a buffer that may double once past the 48 a line it starts with).
+    let n = (end - start) as u128;
+    let text = match format {
+        LossFormat::Json => admission::answer(n),
+        _ => 3 * 52 * n + 1024,
+    };
+    caller.need(
+        Part::Work,
+        Need::new(
+            f64s(n) + text,
+            format!("a page of {n} losses"),
+            "ask for a smaller page (?offset=&limit=)",
+        ),
+    )?;
     let page = s.history.page(start, end);
     if format != LossFormat::Json {
         // Text is the notebook's `print(f'iteration: {iterations+1}, loss: {...}')`, and
@@ -244,7 +321,7 @@ async fn loss(
             out
         };
         let out = if end - start > LOSS_INLINE_MAX {
-            state.compute(write).await?
+            state.compute(&caller, None, write).await?
         } else {
             write()
         };
@@ -258,7 +335,7 @@ async fn loss(
     let total = s.history.len();
     let initial_loss = s.initial_loss;
     state
-        .json(end - start, move || {
+        .json(&caller, end - start, move || {
             serde_json::to_vec(&LossPage {
                 initial_loss,
                 loss: &page,
@@ -291,12 +368,38 @@ fn work(session: &Session, m: usize) -> u128 {
     session.net.config().parameter_count() * m as u128
 }
 
+/// A batch route's memory for `m` samples, `cost(m)`, with the hint of how many fit.
+pub(in crate::api) fn batch_need(
+    state: &AppState,
+    config: &NetConfig,
+    m: usize,
+    what: &str,
+    cost: impl Fn(u128) -> u128,
+) -> Need {
+    let limit = u128::from(state.budget().per_request());
+    let m = m as u128;
+    Need::new(
+        cost(m),
+        format!("{what}: {}", admission::activations_text(config, m)),
+        admission::shrink_samples(limit, m, &cost),
+    )
+}
+
+/// A forward pass over `m` samples: the labels as a matrix (when given), the pass's
+/// buffers, the classes, and the answer (`n_out` probabilities and a class per sample).
+fn predict_cost(config: &NetConfig, labels: bool, m: u128) -> u128 {
+    let n_out = config.n_out() as u128;
+    let y = if labels { f64s(m * n_out) } else { 0 };
+    y + admission::pass(config, m, false) + f64s(m) + admission::answer(m * (n_out + 1))
+}
+
 async fn predict(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let Some(x) = req.x else {
@@ -305,6 +408,12 @@ async fn predict(
         ));
     };
     let m = x.0.as_ref().map_or(0, |samples| samples.len());
+    check_sample_count(&state, m)?;
+    let labels = req.y.is_some();
+    let config = s.net.config().clone();
+    let need = batch_need(&state, &config, m, "a prediction", |m| {
+        predict_cost(&config, labels, m)
+    });
     let heavy = work(&s, m) > COMPUTE_INLINE_MAX;
     let st = state.clone();
     let run = move || -> ApiResult<Response> {
@@ -332,8 +441,11 @@ async fn predict(
         .into_response())
     };
     if heavy {
-        state.compute(run).await?
+        state
+            .compute(&caller, Some((Part::Work, need)), run)
+            .await?
     } else {
+        caller.need(Part::Work, need)?;
         run()
     }
 }
@@ -345,12 +457,24 @@ struct GradientsResponse<'a> {
     biases: Vectors<'a>,
 }
 
+/// One forward and backward pass over `m` samples: a batch's label matrix, the pass's
+/// buffers (its gradients among them), and the gradients as JSON.
+fn gradients_cost(config: &NetConfig, batch: bool, m: u128) -> u128 {
+    let y = if batch {
+        f64s(m * config.n_out() as u128)
+    } else {
+        0
+    };
+    y + admission::pass(config, m, false) + admission::answer(config.parameter_count())
+}
+
 async fn gradients(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<BatchRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let batch = match req {
@@ -369,6 +493,12 @@ async fn gradients(
                 .ok_or_else(|| ApiError::no_dataset(&id, "a gradient"))?,
         ),
     };
+    check_sample_count(&state, m)?;
+    let config = s.net.config().clone();
+    let inline = stored.is_none();
+    let need = batch_need(&state, &config, m, "a gradient", |m| {
+        gradients_cost(&config, inline, m)
+    });
     let heavy = work(&s, m) > COMPUTE_INLINE_MAX;
     let st = state.clone();
     let run = move || -> ApiResult<Response> {
@@ -390,8 +520,11 @@ async fn gradients(
         .into_response())
     };
     if heavy {
-        state.compute(run).await?
+        state
+            .compute(&caller, Some((Part::Work, need)), run)
+            .await?
     } else {
+        caller.need(Part::Work, need)?;
         run()
     }
 }

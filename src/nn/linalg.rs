@@ -193,6 +193,10 @@ impl Kernel {
     }
 }
 
+/// The most the packing buffers of one thread grow to, in bytes: an `MC x KC` block of A and
+/// a `KC x NC` block of B (MC and NC are multiples of every tile side, so no rounding adds).
+pub const SCRATCH_BYTES: usize = (MC + NC) * KC * std::mem::size_of::<f64>();
+
 /// Packing buffers, per thread, grown to the largest block seen and never shrunk.
 struct Buffers {
     a: Vec<f64>,

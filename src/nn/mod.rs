@@ -20,9 +20,11 @@ mod train;
 pub use data::{Dataset, Labels, MAX_SAMPLE_DEPTH, SampleSet, SampleSetBuilder};
 pub use error::{NnError, Result};
 pub use init::Init;
+/// The most a thread's matrix-product packing buffers hold (they are kept per thread).
+pub use linalg::SCRATCH_BYTES as GEMM_SCRATCH_BYTES;
 pub use network::{Activation, GradReduction, Grads, MAX_LAYERS, NetConfig, Network, Params};
 pub use rng::NumpyRandom;
 pub use train::{
     Control, LayerTrace, Prediction, Trace, TrainOutcome, TrainStatus, Trainer, gradients, predict,
-    trace,
+    trace, workspace_bytes,
 };

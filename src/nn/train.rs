@@ -54,6 +54,15 @@ impl Workspace {
         }
     }
 
+    /// The bytes [`Workspace::new`] allocates: what a pass over `m` samples holds besides its
+    /// inputs (the server admits requests by it before anything is allocated).
+    fn bytes(config: &NetConfig, m: usize, record: bool) -> u128 {
+        let outs: u128 = config.shapes().map(|(o, _)| o as u128).sum();
+        let per_layer_buffers = if record { 4 } else { 2 };
+        let activations = per_layer_buffers * (m as u128).saturating_mul(outs);
+        8 * activations.saturating_add(config.parameter_count())
+    }
+
     /// Fills `acts`; returns the mean cross-entropy against `y` (0 without labels), or NaN
     /// if any logit or pre-activation was not finite.
     fn forward(
@@ -173,6 +182,16 @@ impl Workspace {
     }
 }
 
+/// Bytes the buffers of one pass over `m` samples take, as [`predict`], [`gradients`] and
+/// (with `record`) [`trace`] allocate them: every layer's activations and `dL/dZ` for all
+/// `m` samples (and, for a trace, `Z` and `dL/dA` too), and a gradient for every parameter.
+/// The products' packing buffers are per thread and bounded apart: [`GEMM_SCRATCH_BYTES`].
+///
+/// [`GEMM_SCRATCH_BYTES`]: super::GEMM_SCRATCH_BYTES
+pub fn workspace_bytes(config: &NetConfig, m: usize, record: bool) -> u128 {
+    Workspace::bytes(config, m, record)
+}
+
 /// What the control hook tells the loop at an epoch boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -206,6 +225,12 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// Bytes a trainer for `config` on `m` samples holds: one pass's buffers and the next
+    /// parameters (the network it trains is the caller's).
+    pub fn bytes(config: &NetConfig, m: usize) -> u128 {
+        Workspace::bytes(config, m, false).saturating_add(8 * config.parameter_count())
+    }
+
     pub fn new(net: &Network, data: &Dataset) -> Self {
         Self {
             ws: Workspace::new(net.config(), data.samples(), false),
