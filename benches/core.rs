@@ -6,10 +6,11 @@
 //!   it: a fresh `Trainer` and 100 updates with the loss after each.
 //! - `train/blobs_64-128-10_5ep`: 10,000 seeded Gaussian blobs (the generator below is
 //!   NumPy's legacy `randn`, bit for bit, so NumPy trains on the same numbers), he init,
-//!   5 epochs per iteration; divide by 5 for the time per epoch.
+//!   5 epochs per iteration; divide by 5 for the time per epoch. `..._5ep_2threads`: the
+//!   same on a trainer with two threads (wall clock only), which must give the same bits.
 //! - `gemm/*`: the five matrix products of one blobs epoch through `src/nn/linalg.rs` (the
-//!   core's own packed GEMM), the `gemm` crate and ndarray's `dot` (matrixmultiply); and
-//!   small products through linalg's plain loop and its packed kernel, to place the threshold.
+//!   gemm crate), faer and ndarray's `dot` (matrixmultiply); and small products through
+//!   linalg (its plain loop up to 512 multiply-adds) and gemm directly, to place the threshold.
 //!
 //! Before measuring, `main` prints the losses NumPy must reproduce (`check ...` lines), so a
 //! reader (and `run.sh`) can see both sides did the same work.
@@ -134,11 +135,16 @@ fn blobs_net() -> Network {
 
 /// Trains a fresh copy of `net` for `epochs` and returns the loss history; panics unless
 /// every epoch ran, so a diverging benchmark cannot pass for a fast one.
-fn train(net: &Network, data: &Dataset, epochs: u64) -> Vec<f64> {
+fn train(net: &Network, data: &Dataset, epochs: u64, threads: usize) -> Vec<f64> {
     let mut net = net.clone();
     let mut history = Vec::new();
-    let out =
-        Trainer::new(&net, data).run(&mut net, data, epochs, &mut history, |_| Control::Continue);
+    let out = Trainer::new(&net, data).with_threads(threads).run(
+        &mut net,
+        data,
+        epochs,
+        &mut history,
+        |_| Control::Continue,
+    );
     assert_eq!(
         (out.status, out.epochs_run),
         (TrainStatus::Completed, epochs),
@@ -172,50 +178,47 @@ fn train_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
     let data = blobs_data();
     let net = blobs_net();
     group.throughput(Throughput::Elements(BLOBS_EPOCHS));
-    group.bench_function(format!("blobs_64-128-10_{BLOBS_EPOCHS}ep"), |b| {
-        b.iter_batched_ref(
-            || (net.clone(), Vec::new()),
-            |(net, history)| {
-                let mut t = Trainer::new(net, &data);
-                let out = t.run(net, &data, BLOBS_EPOCHS, history, |_| Control::Continue);
-                black_box(out)
-            },
-            BatchSize::LargeInput,
-        );
-    });
+    // Two threads only on the wall clock: the CPU clock sees the calling thread, which waits.
+    let threads: &[usize] = if suffix.is_empty() { &[1, 2] } else { &[1] };
+    for &threads in threads {
+        let name = match threads {
+            1 => format!("blobs_64-128-10_{BLOBS_EPOCHS}ep"),
+            t => format!("blobs_64-128-10_{BLOBS_EPOCHS}ep_{t}threads"),
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || (net.clone(), Vec::new()),
+                |(net, history)| {
+                    // A fresh trainer (and, with threads, its pool) per run, as per request.
+                    let mut t = Trainer::new(net, &data).with_threads(threads);
+                    let out = t.run(net, &data, BLOBS_EPOCHS, history, |_| Control::Continue);
+                    black_box(out)
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
     group.finish();
 }
 
-/// `c = a · b` through the `gemm` crate, as `src/nn/linalg.rs` called it before it had its own
-/// kernel.
-fn gemm_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
+/// `c = a · b` through faer 0.24 (what `src/nn/linalg.rs` ran before the gemm crate), then
+/// `vzeroupper`, as the core needed after each faer call (its kernels leave the upper
+/// vector state dirty and every later SSE instruction slow).
+fn faer_view_into(c: &mut ArrayViewMut2<'_, f64>, a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) {
     let (m, k) = a.dim();
     let n = b.dim().1;
     assert_eq!((a.ncols(), c.dim()), (b.nrows(), (m, n)));
+    let (c_rs, c_cs) = (c.strides()[0], c.strides()[1]);
     // SAFETY: the shapes agree (asserted), the pointers and strides come from live views,
-    // and `c` is a unique borrow.
+    // `c` is a unique borrow, and the AVX check guards vzeroupper.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            c.strides()[1],
-            c.strides()[0],
-            false,
-            a.as_ptr(),
-            a.strides()[1],
-            a.strides()[0],
-            b.as_ptr(),
-            b.strides()[1],
-            b.strides()[0],
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        let c = faer::MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, c_rs, c_cs);
+        let a = faer::MatRef::from_raw_parts(a.as_ptr(), m, k, a.strides()[0], a.strides()[1]);
+        let b = faer::MatRef::from_raw_parts(b.as_ptr(), k, n, b.strides()[0], b.strides()[1]);
+        faer::linalg::matmul::matmul(c, faer::Accum::Replace, a, b, 1.0, faer::Par::Seq);
+        if std::arch::is_x86_feature_detected!("avx") {
+            std::arch::x86_64::_mm256_zeroupper();
+        }
     }
 }
 
@@ -253,36 +256,40 @@ fn gemm_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
         group.bench_function(format!("{name}/linalg"), |bench| {
             bench.iter(|| linalg::matmul_into(&mut out.view_mut(), black_box(a), black_box(b)));
         });
-        group.bench_function(format!("{name}/gemm"), |bench| {
-            bench.iter(|| gemm_into(&mut out.view_mut(), black_box(a), black_box(b)));
+        group.bench_function(format!("{name}/faer"), |bench| {
+            bench.iter(|| faer_view_into(&mut out.view_mut(), black_box(a), black_box(b)));
         });
         group.bench_function(format!("{name}/matrixmultiply"), |bench| {
             bench.iter(|| black_box(black_box(a).dot(&black_box(b))));
         });
     }
-    // Around the small/large threshold in linalg.rs: products of the notebook's sizes and
-    // a few larger ones, each a slice of the same operands.
+    // Around the loop/gemm threshold in linalg.rs: products of the notebook's sizes and a
+    // few larger ones, through linalg (the plain loop up to 512 multiply-adds) and through
+    // gemm directly.
     for (mm, k, n) in [
         (6, 4, 3),
         (3, 6, 4),
         (8, 8, 8),
+        (10, 10, 10),
         (12, 12, 12),
         (16, 16, 16),
         (24, 24, 24),
-        (32, 32, 32),
     ] {
-        let a = filled(mm, k, 7);
-        let b = filled(n, k, 8);
-        let (a, b) = (a.view(), b.t());
+        let (a_own, b_own) = (filled(mm, k, 7), filled(n, k, 8));
+        let (a, b) = (a_own.view(), b_own.t());
+        let (a_s, b_s) = (
+            linalg::Strided::rows(a_own.as_slice().expect("row-major"), mm, k),
+            linalg::Strided::rows(b_own.as_slice().expect("row-major"), n, k).t(),
+        );
         let mut out = Array2::<f64>::zeros((mm, n));
         group.throughput(Throughput::Elements((2 * mm * n * k) as u64));
         let tag = format!("small_{mm}x{k}x{n}");
-        group.bench_function(format!("{tag}/loop"), |bench| {
-            bench.iter(|| linalg::small(&mut out.view_mut(), black_box(a), black_box(b)));
+        group.bench_function(format!("{tag}/linalg"), |bench| {
+            bench.iter(|| linalg::matmul_into(&mut out.view_mut(), black_box(a), black_box(b)));
         });
-        group.bench_function(format!("{tag}/packed"), |bench| {
-            let kernel = linalg::Kernel::detect();
-            bench.iter(|| linalg::large(kernel, &mut out.view_mut(), black_box(a), black_box(b)));
+        group.bench_function(format!("{tag}/gemm"), |bench| {
+            let out = out.as_slice_mut().expect("row-major");
+            bench.iter(|| linalg::gemm_rows(out, black_box(a_s), black_box(b_s)));
         });
     }
     group.finish();
@@ -292,13 +299,20 @@ fn gemm_benches<M: Measurement>(c: &mut Criterion<M>, suffix: &str) {
 fn print_checks() {
     let data = notebook_data();
     for layers in [&[4, 3][..], &[4, 4, 3][..]] {
-        let h = train(&notebook_net(layers), &data, 100);
+        let h = train(&notebook_net(layers), &data, 100, 1);
         println!(
             "check notebook {layers:?} loss after 100 epochs: {:.17e}",
             h[99]
         );
     }
-    let h = train(&blobs_net(), &blobs_data(), BLOBS_EPOCHS);
+    let (net, data) = (blobs_net(), blobs_data());
+    let h = train(&net, &data, BLOBS_EPOCHS, 1);
+    // What the two-thread benchmark computes must be what the one-thread one does.
+    let h2 = train(&net, &data, BLOBS_EPOCHS, 2);
+    assert!(
+        h.iter().zip(&h2).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "blobs: 2 threads gave {h2:?}, 1 thread {h:?}"
+    );
     println!(
         "check blobs {BLOBS_LAYERS:?} loss after {BLOBS_EPOCHS} epochs: {:.17e}",
         h[h.len() - 1]

@@ -21,7 +21,7 @@
 //! budget is short the store drops idle cached sessions (they are read back when named)
 //! before a request is refused. Besides: the process's resident set at start (code, runtime,
 //! database connections) and the matrix products' packing buffers, kept per blocking thread
-//! ([`crate::nn::GEMM_SCRATCH_BYTES`] each, for as many threads as the blocking pool may
+//! ([`crate::nn::THREAD_SCRATCH_BYTES`] each, for as many threads as the blocking pool may
 //! have).
 //!
 //! Estimates are upper bounds of what the code allocates, not guesses at typical use:
@@ -509,7 +509,12 @@ pub fn fit(room: u128, max: u128, cost: impl Fn(u128) -> u128) -> u128 {
 /// Bytes of one forward and backward pass of `config` over `m` samples (see
 /// [`nn::workspace_bytes`]).
 pub fn pass(config: &NetConfig, m: u128, record: bool) -> u128 {
-    nn::workspace_bytes(config, usize::try_from(m).unwrap_or(usize::MAX), record)
+    nn::workspace_bytes(
+        config,
+        usize::try_from(m).unwrap_or(usize::MAX),
+        true,
+        record,
+    )
 }
 
 /// Bytes a train of `config` holds over `m` samples: the trainer's buffers and the weights
@@ -665,7 +670,7 @@ pub fn baseline(config: &Config) -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(64 << 20, |pages| pages * 4096);
-    let scratch = (blocking_threads(config) * nn::GEMM_SCRATCH_BYTES) as u64;
+    let scratch = (blocking_threads(config) * nn::THREAD_SCRATCH_BYTES) as u64;
     resident + scratch
 }
 

@@ -8,6 +8,7 @@
 //! `W_k x` per sample; the loss is the mean cross-entropy over the samples; the gradient is
 //! the notebook's `Backward`, the **sum** over samples (or the mean, on request).
 
+mod batch;
 mod data;
 mod error;
 pub mod gradcheck;
@@ -20,8 +21,9 @@ mod train;
 pub use data::{Dataset, Labels, MAX_SAMPLE_DEPTH, SampleSet, SampleSetBuilder};
 pub use error::{NnError, Result};
 pub use init::Init;
-/// The most a thread's matrix-product packing buffers hold (they are kept per thread).
-pub use linalg::SCRATCH_BYTES as GEMM_SCRATCH_BYTES;
+/// The most a thread holds outside any workspace: the batch buffers it keeps for reuse and
+/// the gemm crate's packing buffers (bounded by the cache sizes it blocks for).
+pub const THREAD_SCRATCH_BYTES: usize = batch::SPARE_BYTES + (16 << 20);
 pub use network::{Activation, GradReduction, Grads, MAX_LAYERS, NetConfig, Network, Params};
 pub use rng::NumpyRandom;
 pub use train::{
