@@ -79,7 +79,7 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
         Ok(t) => t,
         Err(e) => return e.into_response(),
     };
-    if let Err(wait) = state.rates().check(&tenant) {
+    if let Err(wait) = rate(&state, &tenant) {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         let per_second = state.config().rate_limit_per_key;
         return ApiError::RateLimited {
@@ -110,6 +110,15 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
             _memory: memory,
         })
     })
+}
+
+/// Whether `tenant` may make a request now (user keys only are rate-limited).
+fn rate(state: &AppState, tenant: &Tenant) -> Result<(), std::time::Duration> {
+    if tenant.is_limited() {
+        state.rates().check(tenant)
+    } else {
+        Ok(())
+    }
 }
 
 /// The request's key (`given`, from `Authorization: Bearer <key>`): the admin's, a user's,

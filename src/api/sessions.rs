@@ -228,7 +228,11 @@ pub fn session_json(state: &AppState, entry: &Entry, s: &Session) -> Value {
 pub fn owner<'a>(state: &AppState, caller: &'a Caller) -> Owner<'a> {
     Owner {
         name: caller.tenant.owner(),
-        max_sessions: state.config().max_sessions_per_key,
+        max_sessions: if caller.tenant.is_limited() {
+            state.config().max_sessions_per_key
+        } else {
+            usize::MAX
+        },
     }
 }
 

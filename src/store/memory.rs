@@ -84,7 +84,7 @@ impl Sessions {
                 quota: Quota::Server,
             });
         }
-        if let Some(o) = owner {
+        if let Some(o) = owner.filter(|o| o.max_sessions != usize::MAX) {
             let held = map
                 .values()
                 .filter(|e| e.owner.as_deref() == o.name)
