@@ -4,8 +4,9 @@
 //! (see `crate::auth`). Revoking a key leaves its sessions (they expire with their TTL); a
 //! new key of the same name is a new key, which owns them again.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -22,6 +23,20 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/keys", get(list).post(create))
         .route("/keys/{name}", delete(revoke))
+}
+
+/// The admin, making a request on `/keys`: an extractor, so that it is checked before the
+/// body is read (an open server's `/keys` is 404 whatever the body).
+struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        admin_only(state, &caller)?;
+        Ok(Self)
+    }
 }
 
 /// Keys are the admin's to manage; on a server without `--token` there are none.
@@ -54,10 +69,9 @@ impl RequestBody for KeyRequest {}
 
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     ApiJson(req): ApiJson<KeyRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    admin_only(&state, &caller)?;
     auth::check_name(&req.name).map_err(ApiError::InvalidValue)?;
     let secret = auth::new_secret().map_err(ApiError::Internal)?;
     let key = state
@@ -70,8 +84,7 @@ async fn create(
     ))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    admin_only(&state, &caller)?;
+async fn list(State(state): State<AppState>, _: Admin) -> ApiResult<Json<Value>> {
     let keys: Vec<Value> = state
         .store()
         .keys()
@@ -89,10 +102,9 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
 
 async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    admin_only(&state, &caller)?;
     if state.store().delete_key(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
