@@ -517,6 +517,16 @@ pub fn pass(config: &NetConfig, m: u128, record: bool) -> u128 {
     )
 }
 
+/// Bytes of one forward pass of `config` over `m` samples (a prediction).
+pub fn forward(config: &NetConfig, m: u128) -> u128 {
+    nn::workspace_bytes(
+        config,
+        usize::try_from(m).unwrap_or(usize::MAX),
+        false,
+        false,
+    )
+}
+
 /// Bytes a train of `config` holds over `m` samples: the trainer's buffers and the weights
 /// it updates (a copy of the session's).
 pub fn trainer(config: &NetConfig, m: u128) -> u128 {
@@ -524,15 +534,14 @@ pub fn trainer(config: &NetConfig, m: u128) -> u128 {
         .saturating_add(f64s(config.parameter_count()))
 }
 
-/// "activations of layers [4, 1000000, 3] for 100,000 samples (forward and backward)".
+/// "activations of layers [4, 1000000, 3] (7,000,000 parameters) for 100,000 samples".
 pub fn activations_text(config: &NetConfig, m: u128) -> String {
     let samples = if m == 1 { "sample" } else { "samples" };
     format!(
-        "activations of layers {:?} for {} {samples} (forward and backward) and gradients of \
-         its {} parameters",
+        "activations of layers {:?} ({} parameters) for {} {samples}",
         config.layers,
-        count(m),
-        count(config.parameter_count())
+        count(config.parameter_count()),
+        count(m)
     )
 }
 

@@ -390,7 +390,7 @@ pub(in crate::api) fn batch_need(
 fn predict_cost(config: &NetConfig, labels: bool, m: u128) -> u128 {
     let n_out = config.n_out() as u128;
     let y = if labels { f64s(m * n_out) } else { 0 };
-    y + admission::pass(config, m, false) + f64s(m) + admission::answer(m * (n_out + 1))
+    y + admission::forward(config, m) + f64s(m) + admission::answer(m * (n_out + 1))
 }
 
 async fn predict(

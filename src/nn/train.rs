@@ -169,7 +169,15 @@ impl Workspace {
         } else {
             0
         };
-        8 * batches.saturating_add(m as u128).saturating_add(grads)
+        let pass = 8 * batches.saturating_add(m as u128).saturating_add(grads);
+        if record {
+            // A trace's answer copies every recorded buffer, and each layer's input, out of
+            // the workspace while it is still held.
+            let inputs = (m as u128).saturating_mul(config.n_in() as u128);
+            pass.saturating_mul(2).saturating_add(8 * inputs)
+        } else {
+            pass
+        }
     }
 
     /// Calls `f` with each chunk of the buffers' rows, in order. With `backward`, each chunk
