@@ -46,55 +46,78 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Starts the server with extra flags, logging to $work/$1.log; sets server_pid and addr.
 # A short training time limit keeps the largest `epochs` schemathesis draws (1,000,000) to a
 # couple of seconds per request, and the same for background trains ("wait": false), which
 # would otherwise hold the workers for up to an hour each; the contract's answer for it
 # (status time_limit) is unchanged.
-NO_COLOR=1 RUST_LOG=warn,backprop_server=info "$bin" --addr 127.0.0.1:0 \
-    --database "sqlite:$work/schemathesis.db" \
-    --train-time-limit-secs 2 --job-time-limit-secs 2 >"$work/server.log" 2>&1 &
-server_pid=$!
-
-addr=
-for _ in $(seq 1 300); do
-    addr=$(sed 's/\x1b\[[0-9;]*m//g' "$work/server.log" |
-        sed -n 's/.*backprop-server listening addr=\([0-9.]*:[0-9]*\).*/\1/p' | head -n 1)
-    [[ -n $addr ]] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "schemathesis.sh: the server exited before listening:" >&2
-        cat "$work/server.log" >&2
+start_server() { # $1: name, then flags
+    local name=$1
+    shift
+    NO_COLOR=1 RUST_LOG=warn,backprop_server=info "$bin" --addr 127.0.0.1:0 \
+        --database "sqlite:$work/$name.db" \
+        --train-time-limit-secs 2 --job-time-limit-secs 2 "$@" >"$work/$name.log" 2>&1 &
+    server_pid=$!
+    server_log=$work/$name.log
+    addr=
+    for _ in $(seq 1 300); do
+        addr=$(sed 's/\x1b\[[0-9;]*m//g' "$server_log" |
+            sed -n 's/.*backprop-server listening addr=\([0-9.]*:[0-9]*\).*/\1/p' | head -n 1)
+        [[ -n $addr ]] && break
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            echo "schemathesis.sh: the server exited before listening:" >&2
+            cat "$server_log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    if [[ -z $addr ]]; then
+        echo "schemathesis.sh: the server did not report its address within 30 s:" >&2
+        cat "$server_log" >&2
         exit 1
     fi
-    sleep 0.1
-done
-if [[ -z $addr ]]; then
-    echo "schemathesis.sh: the server did not report its address within 30 s:" >&2
-    cat "$work/server.log" >&2
-    exit 1
-fi
-echo "-- server $bin at http://$addr (pid $server_pid)"
+    echo "-- server $bin $* at http://$addr (pid $server_pid)"
+}
+
+# Checks that the server is still up and never panicked; stops it.
+stop_server() {
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "schemathesis.sh: the server died during the run:" >&2
+        tail -n 50 "$server_log" >&2
+        status=1
+    elif grep -q "panicked" "$server_log"; then
+        echo "schemathesis.sh: the server panicked during the run:" >&2
+        grep -A5 "panicked" "$server_log" >&2
+        status=1
+    fi
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+}
 
 seed_args=(--seed "$seed")
 [[ $seed == random ]] && seed_args=()
 
-status=0
-(
-    cd "$work"
-    SCHEMATHESIS_HOOKS=$root/.ci/schemathesis_hooks.py \
-        "$venv/bin/schemathesis" --config-file "$root/.ci/schemathesis.toml" \
-        run "$root/openapi.yaml" --url "http://$addr" \
-        --max-examples "$max_examples" "${seed_args[@]}" \
-        --no-color --output-truncate false
-) || status=$?
+st() { # schemathesis run against $addr, with extra arguments
+    (
+        cd "$work"
+        SCHEMATHESIS_HOOKS=$root/.ci/schemathesis_hooks.py \
+            "$venv/bin/schemathesis" --config-file "$root/.ci/schemathesis.toml" \
+            run "$root/openapi.yaml" --url "http://$addr" \
+            --max-examples "$max_examples" "${seed_args[@]}" \
+            --no-color --output-truncate false "$@"
+    )
+}
 
-# A run that passed must also have left the server up and unpanicked.
-if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "schemathesis.sh: the server died during the run:" >&2
-    tail -n 50 "$work/server.log" >&2
-    status=1
-elif grep -q "panicked" "$work/server.log"; then
-    echo "schemathesis.sh: the server panicked during the run:" >&2
-    grep -A5 "panicked" "$work/server.log" >&2
-    status=1
-fi
+status=0
+# 1. The open server (the default): every operation (the keys' are 404 there).
+start_server open
+st || status=$?
+stop_server
+
+# 2. A server with an admin key, for the keys' own operations, sent with that key.
+token=st-admin-$RANDOM$RANDOM
+start_server keys --token "$token"
+st --include-path-regex '^/keys' -H "Authorization: Bearer $token" || status=$?
+stop_server
 exit "$status"

@@ -24,7 +24,9 @@ pub struct Config {
     #[arg(long, env = "BACKPROP_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
-    /// Bearer token required on every route but /healthz and /openapi.yaml (off when unset).
+    /// The admin key: with it set, every route but /healthz, /readyz and /openapi.yaml needs
+    /// `Authorization: Bearer <key>`, with this key or one made by POST /keys (off when unset:
+    /// the server is open, and /keys is 404).
     #[arg(long, env = "BACKPROP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
@@ -105,6 +107,36 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_connections: Option<u64>,
 
+    /// Most working memory one request may need (its body, the parsed data, the activations
+    /// of every layer, the answer), in bytes (or with a unit: 512MiB, 2GiB); past it, 422
+    /// too_large before anything is allocated.
+    #[arg(long, env = "BACKPROP_MAX_REQUEST_MEMORY", default_value = "1GiB",
+          value_parser = byte_size)]
+    pub max_request_memory: u64,
+
+    /// Memory for what the server holds (sessions' weights, datasets and histories in memory)
+    /// and what running requests hold, in bytes (or 8GiB, ...); past it, 503 overloaded.
+    /// Default: half of the lowest of the machine's memory, its cgroup limit and the
+    /// process's address-space limit.
+    #[arg(long, env = "BACKPROP_MEMORY_BUDGET", value_parser = byte_size)]
+    pub memory_budget: Option<u64>,
+
+    /// Most sessions one key holds (the admin key, and everyone on a server without
+    /// --token, count as one key each); past it, 429 too_many_sessions.
+    #[arg(long, env = "BACKPROP_MAX_SESSIONS_PER_KEY", default_value_t = 100)]
+    pub max_sessions_per_key: usize,
+
+    /// Workers one key's requests use at once; the key's other requests wait in order, while
+    /// other keys' requests take the remaining workers. Default: half of --workers, at least 1.
+    #[arg(long, env = "BACKPROP_MAX_WORKERS_PER_KEY",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_workers_per_key: Option<u32>,
+
+    /// Requests per second one key may make, with bursts of twice that; past it, 429
+    /// rate_limited with Retry-After (0: no limit). /healthz and /readyz are never limited.
+    #[arg(long, env = "BACKPROP_RATE_LIMIT_PER_KEY", default_value_t = 50)]
+    pub rate_limit_per_key: u32,
+
     /// Where sessions are kept: sqlite:PATH (one server per file), postgres://USER:PASSWORD@HOST/DB
     /// (several replicas may share it), or memory (nothing survives a restart).
     #[arg(long, env = "BACKPROP_DATABASE", default_value = DEFAULT_DATABASE,
@@ -113,6 +145,42 @@ pub struct Config {
     /// Records no metrics (GET /metrics is 404): for measuring what they cost (bench/).
     #[arg(long, hide = true)]
     pub no_metrics: bool,
+    /// Counts no memory (no request is refused for it): for measuring what the admission
+    /// costs (bench/admission.sh).
+    #[arg(long, hide = true)]
+    pub no_admission: bool,
+}
+
+/// A size in bytes: a whole number, or one with a unit (`512MiB`, `2GiB`, `1.5GB`, `64k`);
+/// single letters are binary units, as `ulimit` and container runtimes read them.
+fn byte_size(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => u64::MAX,
+    };
+    let value = number.parse::<f64>().ok().filter(|v| v.is_finite());
+    match value {
+        Some(v) if scale != u64::MAX && v * (scale as f64) < 2f64.powi(63) => {
+            Ok((v * scale as f64).round() as u64)
+        }
+        _ => Err(format!(
+            "{s:?} is not a size; write bytes (1073741824) or a size with a unit \
+             (512MiB, 1GiB, 2GB)"
+        )),
+    }
 }
 
 fn default_workers() -> u32 {
@@ -125,6 +193,15 @@ fn positive_secs(s: &str) -> Result<f64, String> {
         _ => Err(format!(
             "{s:?} is not a number of seconds > 0 (e.g. 60 or 0.5)"
         )),
+    }
+}
+
+impl Config {
+    /// `--max-workers-per-key`, or its default: half of `--workers`, at least 1.
+    pub fn workers_per_key(&self) -> u32 {
+        self.max_workers_per_key
+            .unwrap_or(self.workers / 2)
+            .clamp(1, self.workers.max(1))
     }
 }
 
@@ -149,8 +226,14 @@ impl Default for Config {
             body_timeout_secs: 60.0,
             idle_timeout_secs: 60.0,
             max_connections: None,
+            max_request_memory: 1 << 30,
+            memory_budget: None,
+            max_sessions_per_key: 100,
+            max_workers_per_key: None,
+            rate_limit_per_key: 50,
             database: Location::Sqlite(DEFAULT_DATABASE.trim_start_matches("sqlite:").into()),
             no_metrics: false,
+            no_admission: false,
         }
     }
 }
@@ -178,8 +261,14 @@ impl Config {
             body_timeout_secs,
             idle_timeout_secs,
             max_connections,
+            max_request_memory,
+            memory_budget,
+            max_sessions_per_key,
+            max_workers_per_key,
+            rate_limit_per_key,
             database,
             no_metrics,
+            no_admission,
         } = self;
         let mut args = vec![
             format!("--addr={addr}"),
@@ -197,8 +286,20 @@ impl Config {
             format!("--header-timeout-secs={header_timeout_secs}"),
             format!("--body-timeout-secs={body_timeout_secs}"),
             format!("--idle-timeout-secs={idle_timeout_secs}"),
+            format!("--max-request-memory={max_request_memory}"),
+            format!("--max-sessions-per-key={max_sessions_per_key}"),
+            format!("--rate-limit-per-key={rate_limit_per_key}"),
             format!("--database={database}"),
         ];
+        if let Some(budget) = memory_budget {
+            args.push(format!("--memory-budget={budget}"));
+        }
+        if let Some(share) = max_workers_per_key {
+            args.push(format!("--max-workers-per-key={share}"));
+        }
+        if *no_admission {
+            args.push("--no-admission".into());
+        }
         if let Some(max_connections) = max_connections {
             args.push(format!("--max-connections={max_connections}"));
         }
@@ -231,8 +332,14 @@ mod tests {
             header_timeout_secs: 0.5,
             idle_timeout_secs: 2.25,
             max_connections: Some(900),
+            max_request_memory: 3 << 20,
+            memory_budget: Some(5 << 30),
+            max_sessions_per_key: 9,
+            max_workers_per_key: Some(2),
+            rate_limit_per_key: 0,
             database: "postgres://u:pw@db:5432/backprop".parse().unwrap(),
             no_metrics: true,
+            no_admission: true,
             ..Config::default()
         };
         let mut argv = vec!["backprop-server".to_owned()];
@@ -240,6 +347,43 @@ mod tests {
         let back = Config::try_parse_from(argv).expect("to_args gives flags the parser takes");
         assert_eq!(format!("{back:?}"), format!("{config:?}"));
         assert_eq!(back.database, config.database);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        for (text, bytes) in [
+            ("1073741824", 1u64 << 30),
+            ("1GiB", 1 << 30),
+            ("1g", 1 << 30),
+            ("512MiB", 512 << 20),
+            ("1.5GB", 1_500_000_000),
+            ("64 k", 64 << 10),
+        ] {
+            assert_eq!(byte_size(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "GiB", "-1", "1 parsec", "1e9", "99999999TiB"] {
+            let e = byte_size(bad).unwrap_err();
+            assert!(e.contains("512MiB"), "{bad:?}: {e}");
+        }
+        assert_eq!(Config::default().max_request_memory, 1 << 30);
+        use clap::CommandFactory;
+        let arg = Config::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "max_request_memory")
+            .map(|a| a.get_default_values().to_vec());
+        assert_eq!(arg, Some(vec!["1GiB".into()]));
+    }
+
+    #[test]
+    fn a_keys_worker_share_defaults_to_half_the_workers() {
+        for (workers, share, want) in [(2, None, 1), (1, None, 1), (8, None, 4), (4, Some(9), 4)] {
+            let c = Config {
+                workers,
+                max_workers_per_key: share,
+                ..Config::default()
+            };
+            assert_eq!(c.workers_per_key(), want, "{workers} workers, {share:?}");
+        }
     }
 
     #[test]

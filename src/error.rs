@@ -8,8 +8,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::admission::Refusal;
 use crate::nn::NnError;
-use crate::store::StoreError;
+use crate::store::{Quota, StoreError};
 
 /// What a 503 tells the client to wait before trying again, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 2;
@@ -53,7 +54,7 @@ pub enum ApiError {
     /// 422 `invalid_labels`.
     #[error("{0}")]
     InvalidLabels(String),
-    /// 422 `too_large`: over max parameters, samples or history.
+    /// 422 `too_large`: over max parameters, samples, history or `--max-request-memory`.
     #[error("{0}")]
     TooLarge(String),
     /// 422 `non_finite_result`: predict or gradients overflowed.
@@ -65,6 +66,13 @@ pub enum ApiError {
     /// 429 `too_many_sessions`.
     #[error("{0}")]
     TooManySessions(String),
+    /// 429 `rate_limited`, with `Retry-After`: the key's requests came faster than
+    /// `--rate-limit-per-key` allows.
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after_secs: u64,
+    },
     /// 503 `overloaded`, with `Retry-After`: the server cannot take this request now, and
     /// waiting that long may help.
     #[error("{detail}")]
@@ -94,22 +102,50 @@ impl From<NnError> for ApiError {
     }
 }
 
+/// A memory refusal: past the per-request limit is the request's fault (422), a full budget
+/// is the server's state (503, with how long to wait).
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::TooLarge(detail) => Self::TooLarge(detail),
+            Refusal::Full {
+                detail,
+                retry_after_secs,
+            } => Self::Overloaded {
+                detail,
+                retry_after_secs,
+            },
+        }
+    }
+}
+
 /// The one place the store's errors become the API's.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => Self::not_found_session(&id),
-            StoreError::TooManySessions { limit, owner: None } => Self::TooManySessions(format!(
+            StoreError::TooManySessions {
+                limit,
+                quota: Quota::Server,
+            } => Self::TooManySessions(format!(
                 "this server holds at most {limit} sessions (--max-sessions); DELETE the ones \
                  you no longer need"
             )),
             StoreError::TooManySessions {
                 limit,
-                owner: Some(key),
-            } => Self::TooManySessions(format!(
-                "the key {key:?} holds {limit} sessions, its most (--max-sessions-per-key); \
-                 DELETE the ones you no longer need"
-            )),
+                quota: Quota::Key(key),
+            } => {
+                let who = match key {
+                    Some(key) => format!("the key {key:?} holds"),
+                    None => "the admin key (or, on a server without --token, everyone \
+                             together) holds"
+                        .to_string(),
+                };
+                Self::TooManySessions(format!(
+                    "{who} {limit} sessions, the most one key may hold \
+                     (--max-sessions-per-key); DELETE the ones you no longer need"
+                ))
+            }
             StoreError::KeyExists(name) => Self::Conflict(format!(
                 "a key named {name:?} exists; choose another name, or DELETE /keys/{name} first"
             )),
@@ -151,6 +187,7 @@ impl ApiError {
             Self::NonFiniteResult(_) => (StatusCode::UNPROCESSABLE_ENTITY, "non_finite_result"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::TooManySessions(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -220,6 +257,9 @@ impl IntoResponse for ApiError {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Self::Overloaded {
+            retry_after_secs, ..
+        }
+        | Self::RateLimited {
             retry_after_secs, ..
         } = &self
         {

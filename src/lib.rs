@@ -5,7 +5,9 @@
 //! keeps the sessions they share, in memory, SQLite or PostgreSQL; `connections` accepts and
 //! times the connections `api` is served on.
 
+pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod datasets;
@@ -48,6 +50,17 @@ pub async fn serve(
     let open_files = connections::raise_open_file_limit();
     let connection_settings = connections::Settings::new(&config, open_files.now);
     let state = AppState::new(config, store);
+    let budget = state.budget();
+    tracing::info!(
+        budget = %admission::bytes_text(u128::from(budget.limit())),
+        per_request = %admission::bytes_text(u128::from(budget.per_request())),
+        in_use = %admission::bytes_text(u128::from(budget.used())),
+        source = state.config().memory_budget.map_or_else(
+            || admission::default_budget().map_or("none readable", |(_, what)| what),
+            |_| "--memory-budget",
+        ),
+        "memory budget"
+    );
     let sweeper = state.store().ttl().map(|ttl| {
         let state = state.clone();
         // Sweep often enough that a session is held at most ~10% past its TTL (a request
@@ -57,6 +70,7 @@ pub async fn serve(
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
+                state.rates().forget_idle();
                 match state.store().expire_idle().await {
                     Ok(0) => {}
                     Ok(gone) => tracing::info!(sessions = gone, "expired idle sessions"),

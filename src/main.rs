@@ -4,15 +4,34 @@ use backprop_server::Config;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let config = Config::parse();
+    // Before any thread: the allocator's settings under an address-space limit.
+    let allocator = backprop_server::admission::prepare_allocator();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Bounded, so the blocking threads' stacks and packing buffers are in the budget.
+        .max_blocking_threads(backprop_server::admission::blocking_threads(&config))
+        .build();
+    match runtime {
+        Ok(rt) => rt.block_on(run(config, allocator)),
+        Err(e) => {
+            eprintln!("backprop-server: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, allocator: Option<String>) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")),
         )
         .init();
+    if let Some(note) = allocator {
+        tracing::info!("{note}");
+    }
     // The store first: a database that cannot be used is a start-up error, not a server
     // that answers 500.
     let store = match backprop_server::open_store(&config).await {

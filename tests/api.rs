@@ -24,6 +24,8 @@ mod errors;
 mod formats;
 #[path = "api/json_exact.rs"]
 mod json_exact;
+#[path = "api/keys.rs"]
+mod keys;
 #[path = "api/limits.rs"]
 mod limits;
 #[path = "api/metrics.rs"]

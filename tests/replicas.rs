@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use backprop_server::Config;
 use backprop_server::nn::{Init, NetConfig, Network};
-use backprop_server::store::{Limits, Location, Owner, Session, Store, StoreError};
+use backprop_server::store::{Limits, Location, Owner, Quota, Session, Store, StoreError};
 use serde_json::json;
 
 use client::Client;
@@ -382,7 +382,7 @@ async fn keys_and_their_sessions_are_shared_by_replicas() {
     }
     b.create_key("bob", "hash-b").await.expect("bob's key");
     let alice = Owner {
-        name: "alice",
+        name: Some("alice"),
         max_sessions: 1,
     };
     let s = a
@@ -391,8 +391,8 @@ async fn keys_and_their_sessions_are_shared_by_replicas() {
         .expect("alice's session");
     assert_eq!(s.owner.as_deref(), Some("alice"));
     match b.insert(a_session(), Some(alice)).await {
-        Err(StoreError::TooManySessions { limit: 1, owner }) => {
-            assert_eq!(owner.as_deref(), Some("alice"))
+        Err(StoreError::TooManySessions { limit: 1, quota }) => {
+            assert_eq!(quota, Quota::Key(Some("alice".into())))
         }
         other => panic!("alice's second session past her limit of 1: {other:?}"),
     }

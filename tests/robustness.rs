@@ -18,6 +18,8 @@ mod concurrency;
 mod disconnect;
 #[path = "robustness/expiry.rs"]
 mod expiry;
+#[path = "robustness/memcap.rs"]
+mod memcap;
 #[path = "robustness/props.rs"]
 mod props;
 #[path = "robustness/shutdown.rs"]

@@ -17,9 +17,10 @@ use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::AppState;
 use super::extract::QueryParams;
 use super::wire::python_repr;
+use super::{AppState, Caller};
+use crate::admission::{Need, Part};
 use crate::error::{ApiError, ApiResult};
 
 /// Size limits of a chart, in pixels; the default is 640x400.
@@ -38,10 +39,11 @@ pub fn router() -> axum::Router<AppState> {
 
 async fn loss_svg(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     q: QueryParams,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let log = match q.get("log") {
         None | Some("false") => false,
         Some("true") => true,
@@ -56,9 +58,16 @@ async fn loss_svg(
     let height = q
         .int("height", HEIGHT.0, HEIGHT.1)?
         .unwrap_or(DEFAULT_SIZE.1);
+    // At most 4 points a pixel column, each a few dozen bytes of SVG (and the vectors they
+    // pass through), on top of the frame, ticks and labels.
+    let need = Need::new(
+        (256 << 10) + u128::from(width) * 4 * 3 * 256,
+        format!("a {width}x{height} chart"),
+        "ask for a narrower chart (?width=)",
+    );
     let session = entry.snapshot();
     let svg = state
-        .compute(move || {
+        .compute(&caller, Some((Part::Work, need)), move || {
             let c = session.net.config();
             let spec = ChartSpec {
                 title: format!(

@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::AppState;
 use super::jobs::{current, job_json};
+use super::{AppState, Caller};
 use crate::error::ApiResult;
 use crate::store::{Entry, Job, JobState, Session};
 
@@ -50,8 +50,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/sessions/{id}/events", get(events))
 }
 
-async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let entry = state.session(&caller, &id).await?;
     let local = state.jobs().get(&id).map(|l| l.subscribe());
     let job = match &local {
         Some(rx) => Some(rx.borrow().clone()),
@@ -59,6 +63,7 @@ async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     };
     let follower = Follower {
         state,
+        caller,
         entry,
         local,
         job,
@@ -83,6 +88,8 @@ fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
 /// One stream's view of the job it follows.
 struct Follower {
     state: AppState,
+    /// Whose stream it is (a `done` body written on a worker counts against its key's share).
+    caller: Caller,
     entry: Arc<Entry>,
     /// The job's live state, when this process runs it.
     local: Option<watch::Receiver<Job>>,
@@ -191,7 +198,7 @@ impl Follower {
         }
         let (s, job) = (self.entry.snapshot(), job.clone());
         self.state
-            .compute(move || {
+            .compute(&self.caller, None, move || {
                 let (epochs_trained, last_loss) = numbers(Some(&job), &s);
                 json!({
                     "epochs_trained": epochs_trained,

@@ -7,13 +7,22 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::AppState;
-use super::wire::{ParseLimits, with_limits};
+use super::wire::{Census, ParseLimits, with_limits};
 use super::words;
+use super::{AppState, Caller};
+use crate::admission::{BodyShape, Need, Part};
 use crate::error::{ApiError, ApiResult};
 
 /// Bodies above this size are parsed on a blocking worker, not on the async runtime.
 pub const PARSE_INLINE_MAX: usize = 256 * 1024;
+
+/// A request body's type, and how what it holds is stored once parsed (for the memory it is
+/// admitted with before it is parsed).
+pub trait RequestBody: DeserializeOwned + Send + 'static {
+    /// Whether parts of it are kept as JSON trees (`serde_json::Value`: check's
+    /// submissions, read whatever their shape) rather than as numbers.
+    const KEEPS_JSON: bool = false;
+}
 
 /// A JSON body parsed into `T`; an empty body is 400 `invalid_json`.
 pub struct ApiJson<T>(pub T);
@@ -21,7 +30,7 @@ pub struct ApiJson<T>(pub T);
 /// A JSON body parsed into `T`, or `None` for an empty body (any content type).
 pub struct OptionalJson<T>(pub Option<T>);
 
-impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for ApiJson<T> {
+impl<T: RequestBody> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
@@ -36,10 +45,11 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for ApiJson<T> 
     }
 }
 
-impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for OptionalJson<T> {
+impl<T: RequestBody> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        let caller = caller_of(&req)?;
         let Some((content_type, bytes)) = read_body(req, state).await? else {
             return Ok(Self(None));
         };
@@ -50,16 +60,27 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for OptionalJso
                 shown(content_type.as_deref())
             )));
         }
-        Ok(Self(Some(parse_json_body(state, bytes).await?)))
+        Ok(Self(Some(parse_json_body(state, &caller, bytes).await?)))
     }
 }
 
+/// The request's caller, which the gate put in its extensions.
+pub fn caller_of(req: &Request) -> ApiResult<Caller> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("a body was read without a caller".into()))
+}
+
 /// The body, at most `--max-body-bytes` of it, with its content type; `None` when it is
-/// empty or only whitespace.
+/// empty or only whitespace. Its memory is reserved before a byte is read: twice its
+/// declared length (its pieces as they arrive, and the body they are joined into), or twice
+/// the limit for a body of undeclared length; then the body's own length.
 pub async fn read_body(
     req: Request,
     state: &AppState,
 ) -> ApiResult<Option<(Option<String>, Bytes)>> {
+    let caller = caller_of(&req)?;
     let limit = state.config().max_body_bytes;
     let too_large = || {
         ApiError::BodyTooLarge(format!(
@@ -79,9 +100,24 @@ pub async fn read_body(
         .headers()
         .get(CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
+    let expected = http_body::Body::size_hint(req.body())
+        .upper()
+        .unwrap_or(limit as u64)
+        .min(limit as u64);
+    let shrink = "send less data per request";
+    if expected > 0 {
+        caller.need(
+            Part::Body,
+            Need::new(2 * u128::from(expected), "the body", shrink),
+        )?;
+    }
     let bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|e| body_timeout(&e).unwrap_or_else(too_large))?;
+    caller.need(
+        Part::Body,
+        Need::new(bytes.len() as u128, "the body", shrink),
+    )?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -94,21 +130,59 @@ pub fn shown(content_type: Option<&str>) -> String {
 }
 
 /// Parses a JSON body with the server's limits in force, on a worker when it is large.
-pub async fn parse_json_body<T: DeserializeOwned + Send + 'static>(
+///
+/// A scan that allocates nothing checks the syntax and counts what the body holds first, so
+/// the memory its parse will hold is reserved (or refused) before the parse runs.
+pub async fn parse_json_body<T: RequestBody>(
     state: &AppState,
+    caller: &Caller,
     bytes: Bytes,
 ) -> ApiResult<T> {
     let limits = ParseLimits {
         max_samples: state.config().max_samples,
         max_history: usize::try_from(state.config().max_history).unwrap_or(usize::MAX),
     };
-    if bytes.len() <= PARSE_INLINE_MAX {
-        with_limits(limits, || parse(&bytes))
+    let inline = bytes.len() <= PARSE_INLINE_MAX;
+    let scan = move || census(&bytes).map(|shape| (shape, bytes));
+    let (shape, bytes) = if inline {
+        scan()?
+    } else {
+        state.compute(caller, None, scan).await??
+    };
+    let parsed = if T::KEEPS_JSON {
+        shape.tree_bytes()
+    } else {
+        shape.typed_bytes()
+    };
+    let need = Need::new(
+        parsed,
+        "the body's numbers and lists as parsed",
+        "send less data per request",
+    );
+    let parse = move || with_limits(limits, || parse(&bytes));
+    let value = if inline {
+        caller.need(Part::Parsed, need)?;
+        parse()
     } else {
         state
-            .compute(move || with_limits(limits, || parse(&bytes)))
+            .compute(caller, Some((Part::Parsed, need)), parse)
             .await?
-    }
+    };
+    // The body's bytes went with the parse.
+    caller.memory.release(Part::Body);
+    value
+}
+
+/// Checks a JSON body's syntax and counts what it holds, allocating nothing.
+pub fn census(bytes: &[u8]) -> ApiResult<BodyShape> {
+    use serde::de::DeserializeSeed as _;
+    let mut shape = BodyShape::default();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    Census(&mut shape)
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| classify(&e, "."))?;
+    Ok(shape)
 }
 
 /// 408 `request_timeout` if reading a body failed because it came too slowly
@@ -135,13 +209,13 @@ pub fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Parses JSON, naming the path of a badly formed value (`layers[1]: invalid type ...`).
+/// Parses JSON whose syntax [`census`] checked, naming the path of a badly formed value
+/// (`layers[1]: invalid type ...`).
 ///
 /// Syntax is checked on its own first: otherwise serde reports a truncated `[1, 2` as the
 /// wrong type for a struct (400 invalid_request) instead of as broken JSON. And every body
 /// is an object: serde would also fill a struct from an array, by position.
 pub fn parse<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| classify(&e, "."))?;
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::InvalidRequest(
             "the body must be a JSON object, like {\"epochs\": 100}".into(),

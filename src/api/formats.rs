@@ -24,12 +24,14 @@ use axum::extract::{FromRequest, Request};
 use ndarray::ArrayD;
 use ndarray_npy::npy::header::Header;
 use ndarray_npy::{ReadNpyExt, ReadableElement};
-use serde::de::DeserializeOwned;
 use zip::ZipArchive;
 
-use super::AppState;
-use super::extract::{PARSE_INLINE_MAX, is_json, parse_json_body, read_body, shown};
+use super::extract::{
+    PARSE_INLINE_MAX, RequestBody, caller_of, is_json, parse_json_body, read_body, shown,
+};
 use super::wire::{LabelsWire, Samples, numpy_shape};
+use super::{AppState, Caller};
+use crate::admission::{Need, Part, Reservation, f64s};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{Labels, MAX_SAMPLE_DEPTH, SampleSet, SampleSetBuilder};
 
@@ -56,10 +58,11 @@ pub trait FromFile {
     fn from_file(x: Samples, y: LabelsWire) -> Self;
 }
 
-impl<J: DeserializeOwned + Send + 'static> FromRequest<AppState> for DatasetBody<J> {
+impl<J: RequestBody> FromRequest<AppState> for DatasetBody<J> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
+        let caller = caller_of(&req)?;
         let Some((content_type, bytes)) = read_body(req, state).await? else {
             return Err(ApiError::InvalidJson(
                 "the body is empty; send the dataset as JSON ({\"x\": ..., \"y\": ...} or \
@@ -74,7 +77,7 @@ impl<J: DeserializeOwned + Send + 'static> FromRequest<AppState> for DatasetBody
         match essence.as_deref() {
             Some(CSV) => Ok(Self::Csv(bytes)),
             Some(NPZ) => Ok(Self::Npz(bytes)),
-            Some(c) if is_json(c) => Ok(Self::Json(parse_json_body(state, bytes).await?)),
+            Some(c) if is_json(c) => Ok(Self::Json(parse_json_body(state, &caller, bytes).await?)),
             _ => Err(ApiError::UnsupportedMediaType(format!(
                 "the body's Content-Type is {}; a dataset is application/json, text/csv (one \
                  sample a row, the class last) or application/x-npz (np.savez(f, x=X, y=Y)); \
@@ -89,20 +92,30 @@ impl<J: DeserializeOwned + Send + 'static> FromRequest<AppState> for DatasetBody
 impl<J: FromFile> DatasetBody<J> {
     /// The request as JSON would have made it; a file is read for a network of `n_in` inputs
     /// and `n_out` outputs (on a worker when it is large).
-    pub async fn into_request(self, state: &AppState, n_in: usize, n_out: usize) -> ApiResult<J> {
-        let limits = Limits::of(state);
+    /// A file's reader reserves what it will store (as the request's parsed part) once it
+    /// knows how much, before it stores it: a CSV after counting its rows, an NPZ after
+    /// reading its arrays' headers.
+    pub async fn into_request(
+        self,
+        state: &AppState,
+        caller: &Caller,
+        n_in: usize,
+        n_out: usize,
+    ) -> ApiResult<J> {
+        let limits = Limits::of(state, caller);
         let (bytes, read): (Bytes, Reader) = match self {
             Self::Json(j) => return Ok(j),
             Self::Csv(b) => (b, read_csv),
             Self::Npz(b) => (b, read_npz),
         };
         let (samples, labels) = if bytes.len() <= PARSE_INLINE_MAX {
-            read(&bytes, limits, n_in, n_out)?
+            read(&bytes, &limits, n_in, n_out)?
         } else {
             state
-                .compute(move || read(&bytes, limits, n_in, n_out))
+                .compute(caller, None, move || read(&bytes, &limits, n_in, n_out))
                 .await??
         };
+        caller.memory.release(Part::Body);
         Ok(J::from_file(Samples(Ok(samples)), LabelsWire(Ok(labels))))
     }
 }
@@ -110,21 +123,34 @@ impl<J: FromFile> DatasetBody<J> {
 type Parsed = (SampleSet, Labels);
 
 /// A file format's reader: the body, the limits, the network's `n_in` and `n_out`.
-type Reader = fn(&[u8], Limits, usize, usize) -> ApiResult<Parsed>;
+type Reader = fn(&[u8], &Limits, usize, usize) -> ApiResult<Parsed>;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Limits {
     max_samples: usize,
     /// Most numbers (x and y together) an NPZ may hold.
     max_numbers: usize,
+    /// The request's memory, to reserve what is stored before storing it.
+    memory: Reservation,
 }
 
 impl Limits {
-    fn of(state: &AppState) -> Self {
+    fn of(state: &AppState, caller: &Caller) -> Self {
         Self {
             max_samples: state.config().max_samples,
             max_numbers: state.config().max_body_bytes / 2,
+            memory: caller.memory.clone(),
         }
+    }
+
+    /// Reserves `bytes` for the file's samples and labels as read.
+    fn reserve(&self, bytes: u128, m: usize) -> ApiResult<()> {
+        let need = Need::new(
+            bytes,
+            format!("the file's {m} samples and labels as read"),
+            "send fewer samples per request",
+        );
+        Ok(self.memory.need(Part::Parsed, need)?)
     }
 
     fn too_many_samples(&self, m: usize) -> ApiError {
@@ -183,7 +209,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn read_csv(body: &[u8], limits: Limits, n_in: usize, n_out: usize) -> ApiResult<Parsed> {
+fn read_csv(body: &[u8], limits: &Limits, n_in: usize, n_out: usize) -> ApiResult<Parsed> {
     // Excel and Windows Notepad begin UTF-8 files with a byte order mark.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let reader = || {
@@ -245,9 +271,15 @@ fn read_csv(body: &[u8], limits: Limits, n_in: usize, n_out: usize) -> ApiResult
         )));
     }
 
-    // Pass 2: the numbers, into storage of exactly their size.
+    // Pass 2: the numbers, into storage of exactly their size (reserved first; class names
+    // are at most the body's bytes).
     // Every number is followed by a comma, so the body bounds them however wide rows are.
-    let mut values = Vec::with_capacity(m.saturating_mul(n_in).min(body.len() / 2));
+    let numbers = m.saturating_mul(n_in).min(body.len() / 2);
+    limits.reserve(
+        f64s(numbers as u128 + m as u128) + 2 * body.len() as u128,
+        m,
+    )?;
+    let mut values = Vec::with_capacity(numbers);
     let mut labels: Vec<i64> = Vec::with_capacity(m);
     let mut names = ClassNames::default();
     // The first row's kind of class (index or name), and its line.
@@ -493,7 +525,7 @@ fn not_npz(e: impl std::fmt::Display) -> ApiError {
     ))
 }
 
-fn read_npz(body: &[u8], limits: Limits, n_in: usize, n_out: usize) -> ApiResult<Parsed> {
+fn read_npz(body: &[u8], limits: &Limits, n_in: usize, n_out: usize) -> ApiResult<Parsed> {
     if body.starts_with(b"\x93NUMPY") {
         return Err(ApiError::InvalidRequest(
             "the body is one .npy array (np.save); a dataset needs x and y together: write \
@@ -595,7 +627,10 @@ fn read_npz(body: &[u8], limits: Limits, n_in: usize, n_out: usize) -> ApiResult
             limits.max_numbers
         )));
     }
-
+    // Read, x is its array then its f64s, then the samples (growing as they are fed); y
+    // likewise, then its indices or rows (a vector each); plus the inflater's buffers.
+    let (xn, yn) = (m.saturating_mul(width) as u128, y_numbers as u128);
+    limits.reserve(f64s(5 * xn + 3 * yn + 7 * m as u128) + (1 << 20), m)?;
     let xs = npy_values(&mut zip, "x", x_dtype)?;
     let mut b = SampleSetBuilder::new(limits.max_samples);
     for sample in xs.chunks(width.max(1)) {

@@ -25,8 +25,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::AppState;
-use super::training::{Run, check_trainable, run_train};
+use super::training::{Run, check_trainable, run_need, run_train};
+use super::{AppState, Caller};
+use crate::admission::Part;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::LiveJob;
 use crate::store::{
@@ -52,6 +53,7 @@ type Turn = Pin<Box<dyn Future<Output = StoreResult<Change>> + Send>>;
 /// and answers 202 with it while it waits or runs.
 pub(super) async fn submit(
     state: AppState,
+    caller: Caller,
     entry: Arc<Entry>,
     epochs: u64,
     return_loss: bool,
@@ -59,6 +61,12 @@ pub(super) async fn submit(
     let snapshot = entry.snapshot();
     // What can be told now is told now; the run checks again when its turn comes.
     check_trainable(&state, &entry.id, &snapshot, epochs)?;
+    caller.memory.check(
+        Part::Work,
+        &run_need(&state, &snapshot, epochs, return_loss),
+    )?;
+    // The job outlives this request: the key's shares, and a memory reservation of its own.
+    let runner = Caller::new(caller.tenant.clone(), state.budget().reservation());
     let now = now_millis();
     let job = Job {
         id: uuid::Uuid::new_v4().hyphenated().to_string(),
@@ -110,7 +118,14 @@ pub(super) async fn submit(
         Poll::Ready(taken) => Box::pin(std::future::ready(taken)),
         Poll::Pending => turn,
     };
-    tokio::spawn(run_job(state.clone(), entry.clone(), live, turn, queued));
+    tokio::spawn(run_job(
+        state.clone(),
+        runner,
+        entry.clone(),
+        live,
+        turn,
+        queued,
+    ));
     let location = format!("/sessions/{}/training", entry.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -123,6 +138,7 @@ pub(super) async fn submit(
 /// The job's life once submitted: its turn, its run, its record at each step.
 async fn run_job(
     state: AppState,
+    runner: Caller,
     entry: Arc<Entry>,
     live: Arc<LiveJob>,
     turn: Turn,
@@ -132,7 +148,7 @@ async fn run_job(
         .store()
         .is_shared()
         .then(|| tokio::spawn(beat(state.clone(), entry.clone(), live.clone())));
-    let ended = run_to_end(&state, &entry, &live, turn, queued).await;
+    let ended = run_to_end(&state, runner, &entry, &live, turn, queued).await;
     if let Some(b) = beat {
         b.abort();
     }
@@ -182,6 +198,7 @@ enum Failure {
 
 async fn run_to_end(
     state: &AppState,
+    runner: Caller,
     entry: &Arc<Entry>,
     live: &Arc<LiveJob>,
     turn: Turn,
@@ -221,6 +238,8 @@ async fn run_to_end(
         checkpoint: Some(state.job_checkpoint()),
         cancel: Arc::new(AtomicBool::new(false)),
         live: Some(live.clone()),
+        need: run_need(state, &snapshot, job.epochs_requested, job.return_loss),
+        caller: runner,
     };
     match run_train(state, change, run, queued).await {
         Ok(ran) => Ok(ran.status.job_status()),
@@ -262,17 +281,25 @@ fn no_job(id: &str) -> ApiError {
     ))
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let entry = state.session(&caller, &id).await?;
     let job = current(&state, &entry).await?.ok_or_else(|| no_job(&id))?;
-    job_answer(&state, StatusCode::OK, &entry, job).await
+    job_answer(&state, &caller, StatusCode::OK, &entry, job).await
 }
 
 /// Cancels the session's job at its next epoch boundary (wherever it runs) and waits a while
 /// for it to stop: 200 with the job once it is done (also if it was done already), 202 with
 /// it if it is still stopping.
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let entry = state.session(&caller, &id).await?;
     let local = state.jobs().get(&id);
     if let Some(live) = &local {
         live.cancel();
@@ -299,12 +326,13 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     } else {
         StatusCode::OK
     };
-    job_answer(&state, status, &entry, job).await
+    job_answer(&state, &caller, status, &entry, job).await
 }
 
 /// The job resource, with its result's losses (when asked for) from the session's history.
 async fn job_answer(
     state: &AppState,
+    caller: &Caller,
     status: StatusCode,
     entry: &Entry,
     job: Job,
@@ -316,7 +344,7 @@ async fn job_answer(
         0
     };
     let body = state
-        .json(numbers, move || {
+        .json(caller, numbers, move || {
             serde_json::to_vec(&job_json(&job, Some(&session)))
         })
         .await?;

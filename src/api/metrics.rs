@@ -32,8 +32,8 @@ use tower_http::classify::{
     ServerErrorsFailureClass,
 };
 
-use super::AppState;
 use super::health::OPENAPI;
+use super::{AppState, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::{HTTP_REQUEST_SECONDS, HTTP_REQUESTS, SESSIONS};
 
@@ -41,7 +41,17 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
 }
 
-async fn render(State(state): State<AppState>) -> ApiResult<axum::response::Response> {
+async fn render(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::response::Response> {
+    if state.config().token.is_some() && !caller.tenant.is_admin() {
+        return Err(ApiError::Unauthorized(
+            "the metrics are the admin's: send the admin key (the server's --token); this \
+             key is a user key"
+                .into(),
+        ));
+    }
     let Some(handle) = state.metrics() else {
         return Err(ApiError::NotFound(
             "this server runs with --no-metrics, so it has no metrics to show".into(),
@@ -50,6 +60,7 @@ async fn render(State(state): State<AppState>) -> ApiResult<axum::response::Resp
     // Read when scraped rather than kept up to date on every create and delete.
     let sessions = state.store().count(None).await?;
     gauge!(SESSIONS).set(sessions as f64);
+    state.budget().publish();
     Ok((
         [(
             header::CONTENT_TYPE,

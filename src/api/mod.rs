@@ -7,9 +7,11 @@ mod datasets;
 mod events;
 mod extract;
 mod formats;
+mod gate;
 mod grading;
 mod health;
 mod jobs;
+mod keys;
 mod metrics;
 mod sessions;
 mod training;
@@ -21,21 +23,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
-use subtle::ConstantTimeEq;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tower_http::LatencyUnit;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::admission::{self, Budget, Holder, Need, Part};
+use crate::auth::{RateLimits, Shares};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Jobs;
-use crate::store::Store;
+use crate::store::{Entry, Store};
+
+pub use gate::Caller;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -44,7 +49,12 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     config: Config,
     store: Store,
-    workers: Arc<Semaphore>,
+    /// The workers, and each key's share of them.
+    shares: Shares,
+    /// Each key's request rate.
+    rates: RateLimits,
+    /// The memory budget every request reserves from.
+    budget: Arc<Budget>,
     /// Set when shutdown begins: training runs stop at their next epoch boundary (an atomic:
     /// the loop reads it every epoch).
     stopping: AtomicBool,
@@ -56,28 +66,62 @@ struct Inner {
     metrics: Option<PrometheusHandle>,
 }
 
+/// The store as the budget sees it: what its sessions hold, and dropping cached ones.
+struct Held(Store);
+
+impl Holder for Held {
+    fn held(&self) -> u64 {
+        self.0.held_bytes()
+    }
+
+    fn shed(&self, bytes: u64) -> u64 {
+        self.0.shed(bytes)
+    }
+}
+
 /// Answers holding more numbers than this are serialised on a worker, not on the runtime.
 const JSON_INLINE_MAX: usize = 100_000;
 
 impl AppState {
     /// The state around an opened store (`crate::open_store`).
     pub fn new(config: Config, store: Store) -> Self {
-        let workers = Arc::new(Semaphore::new(config.workers.max(1) as usize));
         let metrics = match config.no_metrics {
             true => None,
             false => crate::telemetry::install()
                 .inspect_err(|e| tracing::warn!(error = %e, "metrics are off"))
                 .ok(),
         };
+        let budget = Budget::new(&config, admission::baseline(&config), Held(store.clone()));
         Self(Arc::new(Inner {
+            shares: Shares::new(config.workers, config.workers_per_key()),
+            rates: RateLimits::new(config.rate_limit_per_key),
+            budget,
             config,
             store,
-            workers,
             stopping: AtomicBool::new(false),
             shutdown: watch::Sender::new(false),
             jobs: Jobs::default(),
             metrics,
         }))
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.0.budget
+    }
+
+    pub fn rates(&self) -> &RateLimits {
+        &self.0.rates
+    }
+
+    /// The session `id` as `caller` may see it: another key's session is the same 404 as
+    /// one that does not exist, and is not touched (its idle clock does not move).
+    pub async fn session(&self, caller: &Caller, id: &str) -> ApiResult<Arc<Entry>> {
+        let tenant = &caller.tenant;
+        Ok(self
+            .0
+            .store
+            .get_visible(id, |owner| tenant.sees(owner))
+            .await?)
     }
 
     pub fn metrics(&self) -> Option<&PrometheusHandle> {
@@ -124,19 +168,33 @@ impl AppState {
         Duration::from_secs_f64(self.0.config.job_checkpoint_secs)
     }
 
-    /// Runs CPU work on tokio's blocking pool, at most `--workers` at a time. Waiting for a
-    /// permit holds no thread; a panic in `f` becomes a 500, not a crash.
+    /// Runs CPU work on tokio's blocking pool, for `caller`: the one door every computation
+    /// goes through (requests, and background jobs with a [`Caller::new`] of their own).
+    ///
+    /// `need`, the memory the work holds, is held to `--max-request-memory` first (422 at
+    /// once, before any wait); then the caller waits, holding no thread and no memory, for a
+    /// place in its key's share of the workers (`--max-workers-per-key`) and then for a
+    /// worker (`--workers`), both in arrival order; then `need` is reserved from the budget
+    /// (503 if it is full: the worker is given straight back) and `f` runs. A panic in `f`
+    /// becomes a 500, not a crash.
     pub async fn compute<T: Send + 'static>(
         &self,
+        caller: &Caller,
+        need: Option<(Part, Need)>,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> ApiResult<T> {
+        if let Some((part, need)) = &need {
+            caller.memory.check(*part, need)?;
+        }
         let permit = self
             .0
-            .workers
-            .clone()
-            .acquire_owned()
+            .shares
+            .acquire(&caller.tenant)
             .await
-            .map_err(|e| ApiError::Internal(format!("worker semaphore closed: {e}")))?;
+            .map_err(ApiError::Internal)?;
+        if let Some((part, need)) = need {
+            caller.need(part, need)?;
+        }
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f()
@@ -147,15 +205,17 @@ impl AppState {
 
     /// A JSON answer of about `numbers` numbers, as `write` serialises it: on a worker when
     /// it is big (a long history, big weights), so that writing it never stalls the runtime.
+    /// Its memory is the caller's to have reserved (see [`admission::answer`]).
     pub async fn json(
         &self,
+        caller: &Caller,
         numbers: usize,
         write: impl FnOnce() -> serde_json::Result<Vec<u8>> + Send + 'static,
     ) -> ApiResult<Response> {
         let write =
             move || write().map_err(|e| ApiError::Internal(format!("writing an answer: {e}")));
         let bytes = if numbers > JSON_INLINE_MAX {
-            self.compute(write).await??
+            self.compute(caller, None, write).await??
         } else {
             write()?
         };
@@ -174,11 +234,12 @@ pub fn app(state: AppState) -> Router {
         .merge(events::router())
         .merge(dashboard::router())
         .merge(grading::router())
+        .merge(keys::router())
         .merge(charts::router())
         .merge(metrics::router())
         .fallback(unknown_route)
         .with_state(state.clone());
-    // The layers wrap the routed service as a whole: the token is checked before routing,
+    // The layers wrap the routed service as a whole: the key is checked before routing,
     // and the 405 rewrite sees the `Allow` header axum adds after its route layers. The trace
     // logs one line per request at info (the method and path in its span, then the status
     // and latency), and its classifier counts the request for the metrics.
@@ -188,7 +249,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(middleware::map_response(problem_for_405))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), gate::gate))
         .layer(
             TraceLayer::new(count)
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -230,33 +291,4 @@ async fn problem_for_405(resp: Response) -> Response {
         out.headers_mut().insert(header::ALLOW, allow);
     }
     out
-}
-
-/// With `--token`, every route but the dashboard, the health checks and the spec needs
-/// `Bearer <token>`.
-/// Runs before routing, so an unknown route without a token is 401, not 404.
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = &state.config().token else {
-        return next.run(req).await;
-    };
-    // The dashboard's page holds no data: it loads without a token, then asks for it.
-    if matches!(
-        req.uri().path(),
-        "/" | "/healthz" | "/readyz" | "/openapi.yaml"
-    ) {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => next.run(req).await,
-        Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
-        None => ApiError::Unauthorized(
-            "this server needs a token: send 'Authorization: Bearer <token>'".into(),
-        )
-        .into_response(),
-    }
 }

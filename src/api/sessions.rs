@@ -13,18 +13,19 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::AppState;
 use super::datasets::unknown_builtin;
-use super::extract::{ApiJson, QueryParams};
+use super::extract::{ApiJson, QueryParams, RequestBody};
 use super::formats::{DatasetBody, FromFile};
 use super::wire::{
     ActivationWire, Int, LabelsWire, Matrices, MethodWire, Object, ReductionWire, Samples, Vectors,
     bare_sample_hint,
 };
+use super::{AppState, Caller};
+use crate::admission::{self, Need, Part, bytes_text, f64s};
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{Dataset, Init, NetConfig, Network, Params};
-use crate::store::{Entry, History, InitEcho, Session};
+use crate::store::{Entry, History, InitEcho, Owner, Session};
 
 /// Networks with more parameters than this are built on a worker, not on the runtime.
 const BUILD_INLINE_MAX: u128 = 100_000;
@@ -56,6 +57,10 @@ struct CreateRequest {
     bias: Option<bool>,
     init: Option<Object<InitWire>>,
 }
+
+impl RequestBody for CreateRequest {}
+impl RequestBody for DatasetRequest {}
+impl RequestBody for WeightsRequest {}
 
 impl CreateRequest {
     /// Parse, don't validate: from here on the core sees only a valid config and init.
@@ -219,15 +224,48 @@ pub fn session_json(state: &AppState, entry: &Entry, s: &Session) -> Value {
     })
 }
 
+/// The key a caller's new sessions belong to, and its limit.
+pub fn owner<'a>(state: &AppState, caller: &'a Caller) -> Owner<'a> {
+    Owner {
+        name: caller.tenant.owner(),
+        max_sessions: if caller.tenant.is_limited() {
+            state.config().max_sessions_per_key
+        } else {
+            usize::MAX
+        },
+    }
+}
+
+/// What building a network of `config` holds: its weights, as built (and, for explicit
+/// weights, flattened from their rows) and as copied for the database.
+pub fn build_need(config: &NetConfig) -> Need {
+    let p = config.parameter_count();
+    Need::new(
+        3 * f64s(p) + admission::session_bytes(p, 0, 0, 0),
+        format!(
+            "the {} parameters of layers {:?}, built and written",
+            p, config.layers
+        ),
+        "use a network with fewer or narrower layers",
+    )
+}
+
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<CreateRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let (config, init) = req.into_domain(state.config().max_parameters)?;
     let echo = InitEcho::from(&init);
+    let need = build_need(&config);
     let net = if config.parameter_count() > BUILD_INLINE_MAX {
-        state.compute(move || Network::new(config, &init)).await??
+        state
+            .compute(&caller, Some((Part::Work, need)), move || {
+                Network::new(config, &init)
+            })
+            .await??
     } else {
+        caller.need(Part::Work, need)?;
         Network::new(config, &init)?
     };
     let session = Session {
@@ -237,7 +275,10 @@ async fn create(
         history: History::default(),
         initial_loss: None,
     };
-    let entry = state.store().insert(session, None).await?;
+    let entry = state
+        .store()
+        .insert(session, Some(owner(&state, &caller)))
+        .await?;
     let body = session_json(&state, &entry, &entry.snapshot());
     let location = format!("/sessions/{}", entry.id);
     Ok((
@@ -247,15 +288,30 @@ async fn create(
     ))
 }
 
-async fn list(State(state): State<AppState>, q: QueryParams) -> ApiResult<Json<Value>> {
+/// A session resource's JSON, at most (its layers and dates included).
+const SESSION_JSON_MAX: u128 = 2048;
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: QueryParams,
+) -> ApiResult<Json<Value>> {
     let offset = q.int("offset", 0, i64::MAX as u64)?.unwrap_or(0);
     let limit = q.int("limit", 1, 1000)?.unwrap_or(100);
+    caller.need(
+        Part::Work,
+        Need::new(
+            admission::answer(0) + u128::from(limit) * SESSION_JSON_MAX * 3,
+            format!("a page of up to {limit} sessions"),
+            "ask for a smaller page (?limit=)",
+        ),
+    )?;
     let (page, total) = state
         .store()
         .list(
             usize::try_from(offset).unwrap_or(usize::MAX),
             limit as usize,
-            None,
+            caller.tenant.listed(),
         )
         .await?;
     let sessions: Vec<Value> = page
@@ -265,12 +321,21 @@ async fn list(State(state): State<AppState>, q: QueryParams) -> ApiResult<Json<V
     Ok(Json(json!({"sessions": sessions, "total": total})))
 }
 
-async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let entry = state.store().get(&id).await?;
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let entry = state.session(&caller, &id).await?;
     Ok(Json(session_json(&state, &entry, &entry.snapshot())))
 }
 
-async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.session(&caller, &id).await?;
     state.store().remove(&id).await?;
     // A background train of a deleted session has nobody to answer: it stops. (A waiting
     // train still answers its client, as the contract says.)
@@ -323,18 +388,53 @@ pub fn check_sample_count(state: &AppState, samples: usize) -> ApiResult<()> {
     Ok(())
 }
 
+/// What storing a dataset of `m` samples for `config` holds: its label matrix, built from
+/// the labels as sent, and the copies of x and y written to the database.
+pub fn dataset_need(config: &NetConfig, m: usize) -> Need {
+    let m = m as u128;
+    let (n_in, n_out) = (config.n_in() as u128, config.n_out() as u128);
+    Need::new(
+        f64s(m * n_out) + f64s(m * (n_in + n_out)),
+        format!("the label matrix of {m} samples and its copy for the database"),
+        "send fewer samples",
+    )
+}
+
+/// A dataset of `m` samples that not even one epoch could train on within
+/// `--max-request-memory` is refused when it is set, not at every train.
+pub fn check_trainable(state: &AppState, config: &NetConfig, m: usize) -> ApiResult<()> {
+    let limit = u128::from(state.budget().per_request());
+    let cost = |m: u128| admission::trainer(config, m);
+    let need = cost(m as u128);
+    if need <= limit {
+        return Ok(());
+    }
+    let fits = admission::fit(limit, m as u128, cost);
+    Err(ApiError::TooLarge(format!(
+        "training on these {m} samples would need about {} per epoch ({}); this server \
+         allows {} per request (--max-request-memory): {}",
+        bytes_text(need),
+        admission::activations_text(config, m as u128),
+        bytes_text(limit),
+        if fits == 0 {
+            "not even one sample fits: use a network with fewer or narrower layers".to_string()
+        } else {
+            format!("send at most {fits} samples, or use a network with narrower layers")
+        }
+    )))
+}
+
 async fn put_dataset(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: DatasetBody<DatasetRequest>,
 ) -> ApiResult<Json<Value>> {
-    let entry = state.store().get(&id).await?;
-    let (n_in, n_out) = {
-        let c = entry.snapshot().net.config().clone();
-        (c.n_in(), c.n_out())
-    };
+    let entry = state.session(&caller, &id).await?;
+    let config = entry.snapshot().net.config().clone();
+    let (n_in, n_out) = (config.n_in(), config.n_out());
     // A CSV or NPZ file arrives as the samples and labels of a JSON body would.
-    let req = body.into_request(&state, n_in, n_out).await?;
+    let req = body.into_request(&state, &caller, n_in, n_out).await?;
     let stored: Arc<StoredDataset> = match (req.builtin, req.x, req.y) {
         (Some(name), None, None) => {
             let b = builtin(&name).ok_or_else(|| unknown_builtin(&name))?;
@@ -347,9 +447,16 @@ async fn put_dataset(
             ));
         }
         (None, Some(x), Some(y)) => {
+            let m = x.0.as_ref().map_or(0, |samples| samples.len());
+            check_sample_count(&state, m)?;
+            check_trainable(&state, &config, m)?;
             let st = state.clone();
             let data = state
-                .compute(move || inline_dataset(&st, x, y, n_in, n_out))
+                .compute(
+                    &caller,
+                    Some((Part::Work, dataset_need(&config, m))),
+                    move || inline_dataset(&st, x, y, n_in, n_out),
+                )
                 .await??;
             Arc::new(StoredDataset {
                 data,
@@ -388,13 +495,19 @@ struct WeightsBody<'a> {
     biases: Vectors<'a>,
 }
 
+/// The weights as JSON: its answer's memory is part of `need`'s caller's work.
+fn weights_answer(config: &NetConfig) -> u128 {
+    admission::answer(config.parameter_count())
+}
+
 async fn weights_response(
     state: &AppState,
+    caller: &Caller,
     net: Arc<Network>,
 ) -> ApiResult<axum::response::Response> {
     let numbers = usize::try_from(net.config().parameter_count()).unwrap_or(usize::MAX);
     state
-        .json(numbers, move || {
+        .json(caller, numbers, move || {
             let p = net.params();
             serde_json::to_vec(&WeightsBody {
                 weights: Matrices(&p.weights),
@@ -406,10 +519,20 @@ async fn weights_response(
 
 async fn read_weights(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::response::Response> {
-    let entry = state.store().get(&id).await?;
-    weights_response(&state, entry.snapshot().net.clone()).await
+    let entry = state.session(&caller, &id).await?;
+    let net = entry.snapshot().net.clone();
+    caller.need(
+        Part::Work,
+        Need::new(
+            weights_answer(net.config()),
+            "the weights as JSON",
+            "nothing smaller can be sent: export the session instead",
+        ),
+    )?;
+    weights_response(&state, &caller, net).await
 }
 
 #[derive(Deserialize)]
@@ -421,15 +544,26 @@ struct WeightsRequest {
 
 async fn put_weights(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<WeightsRequest>,
 ) -> ApiResult<axum::response::Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
+    let config = entry.snapshot().net.config().clone();
+    let p = config.parameter_count();
+    caller.need(
+        Part::Work,
+        Need::new(
+            3 * f64s(p) + weights_answer(&config),
+            format!("the {p} new weights (copied, flattened, written) and their JSON answer"),
+            "nothing smaller can be sent for this network",
+        ),
+    )?;
     let change = state.store().lock(&entry).await?;
     let mut net = (*change.snapshot().net).clone();
     let params = Params::from_rows(net.config(), req.weights, req.biases)?;
     net.set_params(params)?;
     // New starting weights, new history.
     let s = change.set_network(net).await?;
-    weights_response(&state, s.net.clone()).await
+    weights_response(&state, &caller, s.net.clone()).await
 }

@@ -11,15 +11,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
-use super::extract::{ApiJson, OptionalJson, QueryParams};
+use super::extract::{ApiJson, OptionalJson, QueryParams, RequestBody};
 use super::sessions::{check_sample_count, inline_dataset};
 use super::wire::{
     Int, LabelsWire, Matrices, Rows, Samples, Vectors, bare_sample_hint, python_repr,
 };
+use super::{AppState, Caller};
+use crate::admission::{self, Need, Part, f64s};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{LiveJob, PUBLISH_EVERY};
-use crate::nn::{self, Control, Dataset, Network, TrainStatus, Trainer};
+use crate::nn::{self, Control, Dataset, NetConfig, Network, TrainStatus, Trainer};
 use crate::store::{Change, Job, JobCommit, JobStatus, Session};
 use crate::telemetry::{QueuedTraining, RunningTraining};
 
@@ -72,6 +73,54 @@ pub(super) struct TrainRequest {
     pub return_loss: Option<bool>,
     /// `false`: a background train (202 and a job); `true` (the default): answer when done.
     pub wait: Option<bool>,
+}
+
+impl RequestBody for TrainRequest {}
+impl RequestBody for BatchRequest {}
+
+/// What a train of `epochs` epochs on `m` samples holds: the trainer (every layer's
+/// activations and deltas for all `m` samples, the gradients, the next weights) and the
+/// weights it updates; the losses, and the history's log they are appended to (which may
+/// be copied as it grows, `have` entries already); the weights and losses written to the
+/// database; and the answer. `limit` is the per-request limit, for the hint.
+fn train_need(
+    limit: u128,
+    config: &NetConfig,
+    m: usize,
+    have: u64,
+    epochs: u64,
+    answer: bool,
+) -> Need {
+    let e = u128::from(epochs);
+    let rest = f64s(e)
+        + 3 * f64s(u128::from(have) + e)
+        + f64s(config.parameter_count() + e)
+        + if answer {
+            f64s(e) + admission::answer(e)
+        } else {
+            admission::answer(0)
+        };
+    let cost = |m: u128| admission::trainer(config, m).saturating_add(rest);
+    let m = m as u128;
+    let shrink = match admission::fit(limit, m, cost) {
+        0 if cost(0) > limit => "train fewer epochs at once (the history and the answer \
+                                 grow with them), or leave out the losses \
+                                 (\"return_loss\": false)"
+            .into(),
+        0 => "not even one sample fits: use a network with fewer or narrower layers".into(),
+        most => format!(
+            "train on fewer samples (PUT a dataset of at most {most} samples), or use a \
+             network with narrower layers"
+        ),
+    };
+    Need::new(
+        cost(m),
+        format!(
+            "a train of {epochs} epochs: {}",
+            admission::activations_text(config, m)
+        ),
+        shrink,
+    )
 }
 
 #[derive(Serialize)]
@@ -154,6 +203,20 @@ pub(super) fn check_trainable(
     Ok(())
 }
 
+/// The memory a run of `epochs` epochs on this state of the session holds (see
+/// [`train_need`]).
+pub(super) fn run_need(state: &AppState, s: &Session, epochs: u64, return_loss: bool) -> Need {
+    let samples = s.dataset.as_ref().map_or(0, |d| d.data.samples());
+    train_need(
+        u128::from(state.budget().per_request()),
+        s.net.config(),
+        samples,
+        s.history.len() as u64,
+        epochs,
+        return_loss,
+    )
+}
+
 /// A run's settings besides the session's turn.
 pub(super) struct Run {
     pub epochs: u64,
@@ -167,6 +230,10 @@ pub(super) struct Run {
     /// A background train's live state: progress is published to it, and each commit
     /// carries its word to the job's record.
     pub live: Option<Arc<LiveJob>>,
+    /// Whose run it is: its key's share of the workers, and its memory reservation.
+    pub caller: Caller,
+    /// The memory a segment holds, reserved before it runs (see [`train_need`]).
+    pub need: Need,
 }
 
 /// What a run did, committed.
@@ -216,49 +283,53 @@ pub(super) async fn run_train(
         let (was_queued, was_running) = (queued.take(), running.take());
         let (was_net, was_trainer) = (net.take(), trainer.take());
         let step = state
-            .compute(move || {
-                let counted = match (was_running, was_queued) {
-                    (Some(r), _) => r,
-                    (None, Some(q)) => q.start(),
-                    (None, None) => QueuedTraining::enter().start(),
-                };
-                let began = Instant::now();
-                let (deadline, segment_end) = (began + left, began + segment);
-                // The only copy a train makes: the weights it updates.
-                let mut net = was_net.unwrap_or_else(|| (*start.net).clone());
-                let mut trainer = was_trainer.unwrap_or_else(|| Trainer::new(&net, &data.data));
-                let mut losses = Vec::new();
-                let mut halt = None;
-                let mut publish_at = began;
-                let outcome = trainer.run(&mut net, &data.data, remaining, &mut losses, |b| {
-                    if cancel.load(Ordering::Relaxed)
-                        || server.is_stopping()
-                        || live.as_ref().is_some_and(|l| l.is_cancelled())
-                    {
-                        halt = Some(Halt::Cancel);
-                        return Control::Stop;
-                    }
-                    let now = Instant::now();
-                    if now >= deadline {
-                        halt = Some(Halt::TimeLimit);
-                        return Control::Stop;
-                    }
-                    if now >= segment_end {
-                        halt = Some(Halt::Checkpoint);
-                        return Control::Stop;
-                    }
-                    if let Some(l) = &live
-                        && now >= publish_at
-                    {
-                        l.progress(first + b.epoch, b.loss);
-                        publish_at = now + PUBLISH_EVERY;
-                    }
-                    Control::Continue
-                });
-                counted.epochs(outcome.epochs_run);
-                let took = began.elapsed();
-                (net, trainer, losses, outcome, halt, counted, took)
-            })
+            .compute(
+                &run.caller,
+                Some((Part::Work, run.need.clone())),
+                move || {
+                    let counted = match (was_running, was_queued) {
+                        (Some(r), _) => r,
+                        (None, Some(q)) => q.start(),
+                        (None, None) => QueuedTraining::enter().start(),
+                    };
+                    let began = Instant::now();
+                    let (deadline, segment_end) = (began + left, began + segment);
+                    // The only copy a train makes: the weights it updates.
+                    let mut net = was_net.unwrap_or_else(|| (*start.net).clone());
+                    let mut trainer = was_trainer.unwrap_or_else(|| Trainer::new(&net, &data.data));
+                    let mut losses = Vec::new();
+                    let mut halt = None;
+                    let mut publish_at = began;
+                    let outcome = trainer.run(&mut net, &data.data, remaining, &mut losses, |b| {
+                        if cancel.load(Ordering::Relaxed)
+                            || server.is_stopping()
+                            || live.as_ref().is_some_and(|l| l.is_cancelled())
+                        {
+                            halt = Some(Halt::Cancel);
+                            return Control::Stop;
+                        }
+                        let now = Instant::now();
+                        if now >= deadline {
+                            halt = Some(Halt::TimeLimit);
+                            return Control::Stop;
+                        }
+                        if now >= segment_end {
+                            halt = Some(Halt::Checkpoint);
+                            return Control::Stop;
+                        }
+                        if let Some(l) = &live
+                            && now >= publish_at
+                        {
+                            l.progress(first + b.epoch, b.loss);
+                            publish_at = now + PUBLISH_EVERY;
+                        }
+                        Control::Continue
+                    });
+                    counted.epochs(outcome.epochs_run);
+                    let took = began.elapsed();
+                    (net, trainer, losses, outcome, halt, counted, took)
+                },
+            )
             .await?;
         let (trained, kept_trainer, losses, outcome, halt, counted, took) = step;
         spent += took;
@@ -318,20 +389,23 @@ fn committed(job: &mut Job, done: u64, s: &Session) {
 
 async fn train(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<TrainRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let epochs = requested_epochs(&state, &req)?;
     if req.wait == Some(false) {
-        return super::jobs::submit(state, entry, epochs, req.return_loss.unwrap_or(true)).await;
+        let return_loss = req.return_loss.unwrap_or(true);
+        return super::jobs::submit(state, caller, entry, epochs, return_loss).await;
     }
     let return_loss = req.return_loss.unwrap_or(true);
     let queued = QueuedTraining::enter();
     // Trains on one session run one at a time, in arrival order (across replicas too);
     // waiting holds no worker.
     let change = state.store().lock(&entry).await?;
-    check_trainable(&state, &id, &change.snapshot(), epochs)?;
+    let snapshot = change.snapshot();
+    check_trainable(&state, &id, &snapshot, epochs)?;
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let run = Run {
         epochs,
@@ -339,9 +413,13 @@ async fn train(
         checkpoint: None,
         cancel: cancel.0.clone(),
         live: None,
+        caller: caller.clone(),
+        need: run_need(&state, &snapshot, epochs, return_loss),
     };
     // The run and its commit are a task of their own: a client that goes away stops the
-    // run at the next epoch boundary (the flag), and what was done is still kept.
+    // run at the next epoch boundary (the flag), and what was done is still kept. Its turn
+    // on the session is held; it waits for its key's share of the workers and a worker
+    // without holding either, then reserves the run's memory.
     let server = state.clone();
     let ran = tokio::spawn(async move { run_train(&server, change, run, queued).await })
         .await
@@ -359,7 +437,7 @@ async fn train(
         0
     };
     state
-        .json(numbers, move || {
+        .json(&caller, numbers, move || {
             serde_json::to_vec(&TrainResponse {
                 status: status.as_str(),
                 epochs_run,
@@ -389,10 +467,11 @@ struct LossPage<'a> {
 
 async fn loss(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     q: QueryParams,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let format = match q.get("format") {
         None | Some("json") => LossFormat::Json,
         Some("csv") => LossFormat::Csv,
@@ -414,6 +493,21 @@ async fn loss(
     let end = start
         .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
         .min(s.history.len());
+    // The page copied out, and its text: JSON numbers, or CSV and text lines (at most 52
+    // bytes each, in a buffer that may double once past the 48 a line it starts with).
+    let n = (end - start) as u128;
+    let text = match format {
+        LossFormat::Json => admission::answer(n),
+        _ => 3 * 52 * n + 1024,
+    };
+    caller.need(
+        Part::Work,
+        Need::new(
+            f64s(n) + text,
+            format!("a page of {n} losses"),
+            "ask for a smaller page (?offset=&limit=)",
+        ),
+    )?;
     let page = s.history.page(start, end);
     if format != LossFormat::Json {
         // Text is the notebook's `print(f'iteration: {iterations+1}, loss: {...}')`, and
@@ -437,7 +531,7 @@ async fn loss(
             out
         };
         let out = if end - start > LOSS_INLINE_MAX {
-            state.compute(write).await?
+            state.compute(&caller, None, write).await?
         } else {
             write()
         };
@@ -451,7 +545,7 @@ async fn loss(
     let total = s.history.len();
     let initial_loss = s.initial_loss;
     state
-        .json(end - start, move || {
+        .json(&caller, end - start, move || {
             serde_json::to_vec(&LossPage {
                 initial_loss,
                 loss: &page,
@@ -484,12 +578,38 @@ fn work(session: &Session, m: usize) -> u128 {
     session.net.config().parameter_count() * m as u128
 }
 
+/// A batch route's memory for `m` samples, `cost(m)`, with the hint of how many fit.
+pub(in crate::api) fn batch_need(
+    state: &AppState,
+    config: &NetConfig,
+    m: usize,
+    what: &str,
+    cost: impl Fn(u128) -> u128,
+) -> Need {
+    let limit = u128::from(state.budget().per_request());
+    let m = m as u128;
+    Need::new(
+        cost(m),
+        format!("{what}: {}", admission::activations_text(config, m)),
+        admission::shrink_samples(limit, m, &cost),
+    )
+}
+
+/// A forward pass over `m` samples: the labels as a matrix (when given), the pass's
+/// buffers, the classes, and the answer (`n_out` probabilities and a class per sample).
+fn predict_cost(config: &NetConfig, labels: bool, m: u128) -> u128 {
+    let n_out = config.n_out() as u128;
+    let y = if labels { f64s(m * n_out) } else { 0 };
+    y + admission::forward(config, m) + f64s(m) + admission::answer(m * (n_out + 1))
+}
+
 async fn predict(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let Some(x) = req.x else {
@@ -498,6 +618,12 @@ async fn predict(
         ));
     };
     let m = x.0.as_ref().map_or(0, |samples| samples.len());
+    check_sample_count(&state, m)?;
+    let labels = req.y.is_some();
+    let config = s.net.config().clone();
+    let need = batch_need(&state, &config, m, "a prediction", |m| {
+        predict_cost(&config, labels, m)
+    });
     let heavy = work(&s, m) > COMPUTE_INLINE_MAX;
     let st = state.clone();
     let run = move || -> ApiResult<Response> {
@@ -525,8 +651,11 @@ async fn predict(
         .into_response())
     };
     if heavy {
-        state.compute(run).await?
+        state
+            .compute(&caller, Some((Part::Work, need)), run)
+            .await?
     } else {
+        caller.need(Part::Work, need)?;
         run()
     }
 }
@@ -538,12 +667,24 @@ struct GradientsResponse<'a> {
     biases: Vectors<'a>,
 }
 
+/// One forward and backward pass over `m` samples: a batch's label matrix, the pass's
+/// buffers (its gradients among them), and the gradients as JSON.
+fn gradients_cost(config: &NetConfig, batch: bool, m: u128) -> u128 {
+    let y = if batch {
+        f64s(m * config.n_out() as u128)
+    } else {
+        0
+    };
+    y + admission::pass(config, m, false) + admission::answer(config.parameter_count())
+}
+
 async fn gradients(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<BatchRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let batch = match req {
@@ -562,6 +703,12 @@ async fn gradients(
                 .ok_or_else(|| ApiError::no_dataset(&id, "a gradient"))?,
         ),
     };
+    check_sample_count(&state, m)?;
+    let config = s.net.config().clone();
+    let inline = stored.is_none();
+    let need = batch_need(&state, &config, m, "a gradient", |m| {
+        gradients_cost(&config, inline, m)
+    });
     let heavy = work(&s, m) > COMPUTE_INLINE_MAX;
     let st = state.clone();
     let run = move || -> ApiResult<Response> {
@@ -583,8 +730,11 @@ async fn gradients(
         .into_response())
     };
     if heavy {
-        state.compute(run).await?
+        state
+            .compute(&caller, Some((Part::Work, need)), run)
+            .await?
     } else {
+        caller.need(Part::Work, need)?;
         run()
     }
 }

@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::BodyShape;
 use crate::nn::{Labels, NnError, SampleSet, SampleSetBuilder};
 
 /// The server's size limits, seen by the deserializers below while a body is parsed, so
@@ -41,6 +42,84 @@ pub fn with_limits<R>(limits: ParseLimits, f: impl FnOnce() -> R) -> R {
 
 fn limits() -> ParseLimits {
     LIMITS.with(Cell::get)
+}
+
+/// Counts what a JSON document holds ([`BodyShape`]) without building anything: the scan
+/// that checks a body's syntax before it is parsed, so what parsing it will hold is known
+/// (and reserved) first. serde_json's recursion limit applies to it as to any parse.
+pub struct Census<'a>(pub &'a mut BodyShape);
+
+impl<'de> DeserializeSeed<'de> for Census<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Census<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.0.literals += 1;
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.literals += 1;
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.0.numbers += 1;
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.0.numbers += 1;
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.0.numbers += 1;
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.0.strings += 1;
+        self.0.string_bytes += s.len() as u64;
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.arrays += 1;
+        while seq.next_element_seed(Census(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.objects += 1;
+        while map.next_key_seed(MemberName(&mut *self.0))?.is_some() {
+            self.0.members += 1;
+            map.next_value_seed(Census(&mut *self.0))?;
+        }
+        Ok(())
+    }
+}
+
+/// An object member's name, counted among the string bytes.
+struct MemberName<'a>(&'a mut BodyShape);
+
+impl<'de> DeserializeSeed<'de> for MemberName<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberName<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.0.string_bytes += s.len() as u64;
+        Ok(())
+    }
 }
 
 /// A loss history as sent (import): entries past `max_history` are counted, not kept.

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 
 /// Bytes of batch buffers a thread keeps from dropped workspaces for the next one...
-const SPARE_BYTES: usize = 32 << 20;
+pub(super) const SPARE_BYTES: usize = 32 << 20;
 /// ...each of at least this many values (smaller ones come from malloc's own free lists).
 const SPARE_MIN: usize = 1 << 16;
 

@@ -21,9 +21,12 @@ mod train;
 pub use data::{Dataset, Labels, MAX_SAMPLE_DEPTH, SampleSet, SampleSetBuilder};
 pub use error::{NnError, Result};
 pub use init::Init;
+/// The most a thread holds outside any workspace: the batch buffers it keeps for reuse and
+/// the gemm crate's packing buffers (bounded by the cache sizes it blocks for).
+pub const THREAD_SCRATCH_BYTES: usize = batch::SPARE_BYTES + (16 << 20);
 pub use network::{Activation, GradReduction, Grads, MAX_LAYERS, NetConfig, Network, Params};
 pub use rng::NumpyRandom;
 pub use train::{
     Boundary, Control, LayerTrace, Prediction, Trace, TrainOutcome, TrainStatus, Trainer,
-    gradients, predict, trace,
+    gradients, predict, trace, workspace_bytes,
 };

@@ -158,6 +158,28 @@ impl Workspace {
         }
     }
 
+    /// The bytes [`Workspace::new`] allocates: what a pass over `m` samples holds besides its
+    /// inputs (the server admits requests by it before anything is allocated).
+    fn bytes(config: &NetConfig, m: usize, backward: bool, record: bool) -> u128 {
+        let outs: u128 = config.shapes().map(|(o, _)| o as u128).sum();
+        let per_layer = 1 + u128::from(backward) + 2 * u128::from(record);
+        let batches = per_layer.saturating_mul((m as u128).saturating_mul(outs));
+        let grads = if backward {
+            config.parameter_count()
+        } else {
+            0
+        };
+        let pass = 8 * batches.saturating_add(m as u128).saturating_add(grads);
+        if record {
+            // A trace's answer copies every recorded buffer, and each layer's input, out of
+            // the workspace while it is still held.
+            let inputs = (m as u128).saturating_mul(config.n_in() as u128);
+            pass.saturating_mul(2).saturating_add(8 * inputs)
+        } else {
+            pass
+        }
+    }
+
     /// Calls `f` with each chunk of the buffers' rows, in order. With `backward`, each chunk
     /// gets its deltas too. (One `Rows` is refilled in place: moving a `Rows`, four arrays of
     /// up to eight slices, was 12% of a notebook-sized epoch.)
@@ -472,6 +494,16 @@ fn softmax(probs: &mut [f64], width: usize, y: Option<&[f64]>, loss: &mut [f64])
     finite
 }
 
+/// Bytes the buffers of one pass over `m` samples take, as [`predict`] (`backward` false),
+/// [`gradients`] and (with `record`) [`trace`] allocate them: every layer's activations (and
+/// `dL/dZ`; for a trace `Z` and `dL/dA` too) for all `m` samples, and a gradient for every
+/// parameter. What a thread keeps besides is bounded apart: [`THREAD_SCRATCH_BYTES`].
+///
+/// [`THREAD_SCRATCH_BYTES`]: super::THREAD_SCRATCH_BYTES
+pub fn workspace_bytes(config: &NetConfig, m: usize, backward: bool, record: bool) -> u128 {
+    Workspace::bytes(config, m, backward, record)
+}
+
 /// Where a run stands at an epoch boundary, as the control hook sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Boundary {
@@ -522,6 +554,12 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// Bytes a trainer for `config` on `m` samples holds: one pass's buffers and the next
+    /// parameters (the network it trains is the caller's).
+    pub fn bytes(config: &NetConfig, m: usize) -> u128 {
+        Workspace::bytes(config, m, true, false).saturating_add(8 * config.parameter_count())
+    }
+
     /// A single-threaded trainer for this net and dataset.
     pub fn new(net: &Network, data: &Dataset) -> Self {
         Self {

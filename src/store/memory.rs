@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Entry, KeyRecord, Owner, StoreError, StoreResult};
+use super::{Entry, KeyRecord, Owner, Quota, StoreError, StoreResult};
 
 #[derive(Default)]
 pub(super) struct Sessions {
@@ -18,6 +18,8 @@ pub(super) struct Sessions {
     /// Deletes begun so far: a session read from the database while one ran is not cached,
     /// since that delete may have removed it after it was read.
     deletes: AtomicU64,
+    /// Bytes the entries in the map hold (each counted in on insertion, out on removal).
+    held: AtomicU64,
 }
 
 impl Sessions {
@@ -27,6 +29,44 @@ impl Sessions {
 
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
         self.map().get(id).cloned()
+    }
+
+    /// The bytes the entries in the map hold.
+    pub fn held(&self) -> &AtomicU64 {
+        &self.held
+    }
+
+    fn added(&self, entry: &Arc<Entry>) -> Arc<Entry> {
+        entry.count_in(&self.held);
+        entry.clone()
+    }
+
+    fn removed(&self, entry: Arc<Entry>) -> Arc<Entry> {
+        entry.count_out(&self.held);
+        entry
+    }
+
+    /// Removes entries nothing but the map holds (no request, no change), least recently
+    /// touched first, until `bytes` are freed; returns what was freed.
+    pub fn shed(&self, bytes: u64) -> u64 {
+        let mut map = self.map();
+        let mut idle: Vec<(i64, String)> = map
+            .values()
+            .filter(|e| Arc::strong_count(e) == 1 && !e.is_changing())
+            .map(|e| (e.touched(), e.id.clone()))
+            .collect();
+        idle.sort_unstable();
+        let mut freed = 0;
+        for (_, id) in idle {
+            if freed >= bytes {
+                break;
+            }
+            if let Some(e) = map.remove(&id) {
+                freed += e.bytes();
+                self.removed(e);
+            }
+        }
+        freed
     }
 
     /// For `memory`: adds the entry `make(seq)` unless the server or the owner holds its
@@ -41,29 +81,32 @@ impl Sessions {
         if map.len() >= max {
             return Err(StoreError::TooManySessions {
                 limit: max,
-                owner: None,
+                quota: Quota::Server,
             });
         }
-        if let Some(o) = owner {
+        if let Some(o) = owner.filter(|o| o.max_sessions != usize::MAX) {
             let held = map
                 .values()
-                .filter(|e| e.owner.as_deref() == Some(o.name))
+                .filter(|e| e.owner.as_deref() == o.name)
                 .count();
             if held >= o.max_sessions {
                 return Err(StoreError::TooManySessions {
                     limit: o.max_sessions,
-                    owner: Some(o.name.to_owned()),
+                    quota: Quota::Key(o.name.map(str::to_owned)),
                 });
             }
         }
         let entry = Arc::new(make(self.next_seq.fetch_add(1, Ordering::Relaxed)));
-        map.insert(entry.id.clone(), entry.clone());
+        map.insert(entry.id.clone(), self.added(&entry));
         Ok(entry)
     }
 
     /// Caches `entry` unless one for its id is there already; returns the cached one.
     pub fn insert_if_absent(&self, entry: Arc<Entry>) -> Arc<Entry> {
-        self.map().entry(entry.id.clone()).or_insert(entry).clone()
+        let mut map = self.map();
+        map.entry(entry.id.clone())
+            .or_insert_with(|| self.added(&entry))
+            .clone()
     }
 
     /// Caches an entry read from the database when no delete began since `deletes` was
@@ -73,7 +116,9 @@ impl Sessions {
         if self.deletes.load(Ordering::SeqCst) != deletes {
             return map.get(&entry.id).cloned().unwrap_or(entry);
         }
-        map.entry(entry.id.clone()).or_insert(entry).clone()
+        map.entry(entry.id.clone())
+            .or_insert_with(|| self.added(&entry))
+            .clone()
     }
 
     pub fn deletes(&self) -> u64 {
@@ -86,7 +131,8 @@ impl Sessions {
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Entry>> {
-        self.map().remove(id)
+        let gone = self.map().remove(id);
+        gone.map(|e| self.removed(e))
     }
 
     /// A page of sessions, newest first, and the total count (only `owner`'s, if given).
@@ -122,12 +168,18 @@ impl Sessions {
     pub fn retain(&self, keep: impl Fn(&Entry) -> bool) -> usize {
         let mut map = self.map();
         let before = map.len();
-        map.retain(|_, e| keep(e));
+        map.retain(|_, e| {
+            let kept = keep(e);
+            if !kept {
+                e.count_out(&self.held);
+            }
+            kept
+        });
         before - map.len()
     }
 }
 
-/// Keys for `--database memory`.
+/// Keys for `--database memory`, and the copy a sole writer (SQLite) keeps of its keys.
 #[derive(Default)]
 pub(super) struct Keys(Mutex<HashMap<String, KeyRecord>>);
 

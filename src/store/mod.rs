@@ -41,7 +41,7 @@ mod sql;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -94,11 +94,49 @@ pub struct Session {
     pub initial_loss: Option<f64>,
 }
 
-/// The key a new session belongs to, and how many sessions that key may hold.
+/// Bytes a session holds in memory with `parameters` parameters, `data` numbers of dataset
+/// (x and y) and `history` losses: every number's 8 bytes, the history's log counted at
+/// twice its length (it grows by doubling), and a kilobyte for its entry, id and settings.
+/// An estimate of what the process holds, for the memory budget: parts that forks share
+/// (a dataset, a log) count once per session, so it errs high, never low.
+pub fn held_bytes(parameters: u128, data: u128, history: u128) -> u128 {
+    8u128
+        .saturating_mul(parameters.saturating_add(data).saturating_add(2 * history))
+        .saturating_add(1024)
+}
+
+impl Session {
+    /// What this state holds in memory ([`held_bytes`]).
+    pub fn held_bytes(&self) -> u64 {
+        let data = self
+            .dataset
+            .as_ref()
+            .map_or(0, |d| d.data.x().len() + d.data.y().len());
+        let bytes = held_bytes(
+            self.net.config().parameter_count(),
+            data as u128,
+            self.history.len() as u128,
+        );
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+}
+
+/// The key a new session belongs to (`None`: the admin key, or everyone on a server
+/// without keys, stored with no owner), and how many sessions that key may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner<'a> {
-    pub name: &'a str,
+    pub name: Option<&'a str>,
     pub max_sessions: usize,
+}
+
+/// Whose session limit a refused create reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Quota {
+    /// The server's (`--max-sessions`).
+    Server,
+    /// A key's (`--max-sessions-per-key`): a named key's, or (`None`) the admin's or, without
+    /// keys, everyone's.
+    Key(Option<String>),
 }
 
 /// An API key as stored: its name and the hash of its secret (never the secret).
@@ -122,9 +160,8 @@ pub struct KeyInfo {
 pub enum StoreError {
     #[error("no session {0:?}")]
     NotFound(String),
-    /// `owner` is the key whose own limit was reached; `None` for the server's.
     #[error("at most {limit} sessions")]
-    TooManySessions { limit: usize, owner: Option<String> },
+    TooManySessions { limit: usize, quota: Quota },
     #[error("a key named {0:?} exists")]
     KeyExists(String),
     /// The session has a background train queued or running (this one).
@@ -232,6 +269,33 @@ struct Stamp {
 struct Published {
     session: Arc<Session>,
     stamp: Stamp,
+    /// `session.held_bytes()`, and whether the store's total counts it (while the entry is
+    /// in the map): kept under the same lock as the state, so the total never drifts.
+    bytes: u64,
+    counted: bool,
+}
+
+impl Published {
+    fn new(session: Arc<Session>, stamp: Stamp) -> Self {
+        Self {
+            bytes: session.held_bytes(),
+            session,
+            stamp,
+            counted: false,
+        }
+    }
+
+    /// Replaces the state, moving the store's total by the difference if it counts this.
+    fn replace(&mut self, session: Arc<Session>, stamp: Stamp, held: &AtomicU64) {
+        let bytes = session.held_bytes();
+        if self.counted {
+            held.fetch_add(bytes, Ordering::Relaxed);
+            held.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+        self.session = session;
+        self.stamp = stamp;
+        self.bytes = bytes;
+    }
 }
 
 /// A session as the store holds it.
@@ -266,7 +330,7 @@ impl Entry {
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             owner,
             seq,
-            state: RwLock::new(Published { session, stamp }),
+            state: RwLock::new(Published::new(session, stamp)),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             touched: AtomicI64::new(touched),
             job: JobSlot::default(),
@@ -287,16 +351,45 @@ impl Entry {
         (p.session.clone(), p.stamp)
     }
 
-    fn publish(&self, session: Arc<Session>, stamp: Stamp) {
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = Published { session, stamp };
+    fn publish(&self, session: Arc<Session>, stamp: Stamp, held: &AtomicU64) {
+        self.state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(session, stamp, held);
     }
 
     /// Publishes a state read from the database unless a newer one is already here.
-    fn publish_if_newer(&self, session: Arc<Session>, stamp: Stamp) {
+    fn publish_if_newer(&self, session: Arc<Session>, stamp: Stamp, held: &AtomicU64) {
         let mut p = self.state.write().unwrap_or_else(PoisonError::into_inner);
         if stamp.version > p.stamp.version {
-            *p = Published { session, stamp };
+            p.replace(session, stamp, held);
         }
+    }
+
+    /// Counts this entry into the store's total `held` (it went into the map), or out of it
+    /// (it left); each is done once, whatever the order of calls.
+    fn count_in(&self, held: &AtomicU64) {
+        let mut p = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if !p.counted {
+            p.counted = true;
+            held.fetch_add(p.bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn count_out(&self, held: &AtomicU64) {
+        let mut p = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if p.counted {
+            p.counted = false;
+            held.fetch_sub(p.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// What this entry's state holds ([`Session::held_bytes`]).
+    fn bytes(&self) -> u64 {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .bytes
     }
 
     fn touched(&self) -> i64 {
@@ -335,9 +428,17 @@ impl Store {
             Location::Memory => None,
             other => Some(sql::Db::open(other).await?),
         };
+        let keys = memory::Keys::default();
+        if let Some(db) = db.as_ref().filter(|db| db.is_sole_writer()) {
+            // The only writer: the keys are read once and kept (written through), so a
+            // request's key is found without a query.
+            for info in db.keys().await? {
+                keys.create(info.key)?;
+            }
+        }
         Ok(Self(Arc::new(Inner {
             sessions: memory::Sessions::default(),
-            keys: memory::Keys::default(),
+            keys,
             db,
             limits,
             instance: Uuid::new_v4().hyphenated().to_string(),
@@ -353,6 +454,23 @@ impl Store {
     /// and what this process caches of them may be behind.
     pub fn is_shared(&self) -> bool {
         self.0.db.as_ref().is_some_and(|db| !db.is_sole_writer())
+    }
+
+    /// Bytes the sessions in memory hold ([`Session::held_bytes`] summed over the map: every
+    /// session with `memory`, the cached ones with a database).
+    pub fn held_bytes(&self) -> u64 {
+        self.0.sessions.held().load(Ordering::Relaxed)
+    }
+
+    /// Drops idle sessions from the cache (never with `memory`, where the map is the only
+    /// copy) until about `bytes` are freed, least recently used first; a dropped session is
+    /// read back from the database when a request names it. A session in use (a request or
+    /// a change holds it) stays. Returns the bytes freed.
+    pub fn shed(&self, bytes: u64) -> u64 {
+        if self.0.db.is_none() {
+            return 0;
+        }
+        self.0.sessions.shed(bytes)
     }
 
     /// Where the sessions are kept, for the start-up log line.
@@ -390,7 +508,7 @@ impl Store {
         let touched = clock_second(now);
         let session = Arc::new(session);
         let max = self.0.limits.max_sessions;
-        let owner_name = owner.map(|o| o.name.to_owned());
+        let owner_name = owner.and_then(|o| o.name).map(str::to_owned);
         let Some(db) = &self.0.db else {
             return self.0.sessions.insert_capped(max, owner, |seq| {
                 let e = Entry::new(
@@ -429,12 +547,25 @@ impl Store {
     /// The session with this id, marking it used (idle sessions expire). A session past
     /// its TTL is gone here even if the sweeper has not reached it yet.
     pub async fn get(&self, id: &str) -> StoreResult<Arc<Entry>> {
+        self.get_visible(id, |_| true).await
+    }
+
+    /// As [`Store::get`], for a client that `sees` only the sessions of some owners: a
+    /// session it does not see is `NotFound`, exactly as one that does not exist, and is
+    /// left untouched (neither marked used nor expired).
+    pub async fn get_visible(
+        &self,
+        id: &str,
+        sees: impl Fn(Option<&str>) -> bool,
+    ) -> StoreResult<Arc<Entry>> {
         let now = now_millis();
+        let hidden = |entry: &Entry| !sees(entry.owner.as_deref());
         let Some(db) = &self.0.db else {
             let entry = self
                 .0
                 .sessions
                 .get(id)
+                .filter(|e| !hidden(e))
                 .ok_or_else(|| StoreError::NotFound(id.into()))?;
             if self.is_idle(&entry, entry.touched(), now) {
                 self.0.sessions.remove(id);
@@ -461,6 +592,9 @@ impl Store {
             entry.set_touched(row.touched);
             entry
         };
+        if hidden(&entry) {
+            return Err(StoreError::NotFound(id.into()));
+        }
         if self.is_idle(&entry, entry.touched(), now) && self.delete_idle(db, &entry, now).await? {
             return Err(StoreError::NotFound(id.into()));
         }
@@ -495,7 +629,11 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         if let Some(entry) = cached {
-            entry.publish_if_newer(Arc::new(loaded.session), loaded.stamp);
+            entry.publish_if_newer(
+                Arc::new(loaded.session),
+                loaded.stamp,
+                self.0.sessions.held(),
+            );
             entry.set_touched(loaded.touched);
             return Ok(entry);
         }
@@ -678,7 +816,13 @@ impl Store {
         };
         match &self.0.db {
             None => self.0.keys.create(key),
-            Some(db) => db.create_key(key).await,
+            Some(db) => {
+                let key = db.create_key(key).await?;
+                if db.is_sole_writer() {
+                    self.0.keys.create(key.clone())?;
+                }
+                Ok(key)
+            }
         }
     }
 
@@ -703,15 +847,21 @@ impl Store {
     pub async fn delete_key(&self, name: &str) -> StoreResult<bool> {
         match &self.0.db {
             None => Ok(self.0.keys.delete(name)),
-            Some(db) => db.delete_key(name).await,
+            Some(db) => {
+                let existed = db.delete_key(name).await?;
+                self.0.keys.delete(name);
+                Ok(existed)
+            }
         }
     }
 
-    /// The key whose secret has this hash.
+    /// The key whose secret has this hash: from memory when this process is the database's
+    /// only writer, else from the database (so a key made or revoked on another replica
+    /// counts at once).
     pub async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
         match &self.0.db {
-            None => Ok(self.0.keys.by_hash(hash)),
-            Some(db) => db.key_by_hash(hash).await,
+            Some(db) if !db.is_sole_writer() => db.key_by_hash(hash).await,
+            _ => Ok(self.0.keys.by_hash(hash)),
         }
     }
 
@@ -967,7 +1117,8 @@ impl Change {
         }
         self.entry.set_touched(touched);
         let session = Arc::new(session);
-        self.entry.publish(session.clone(), new_stamp);
+        self.entry
+            .publish(session.clone(), new_stamp, self.store.0.sessions.held());
         Ok(session)
     }
 }
@@ -1037,18 +1188,33 @@ mod tests {
             ));
             store.create_key("bob", "h-b").await.unwrap();
             let alice = Owner {
-                name: "alice",
+                name: Some("alice"),
                 max_sessions: 2,
             };
             let s = store.insert(a_session(), Some(alice)).await.unwrap();
             store.insert(a_session(), Some(alice)).await.unwrap();
             assert!(matches!(
                 store.insert(a_session(), Some(alice)).await,
-                Err(StoreError::TooManySessions { limit: 2, owner: Some(o) }) if o == "alice"
+                Err(StoreError::TooManySessions { limit: 2, quota: Quota::Key(Some(o)) })
+                    if o == "alice"
             ));
-            store.insert(a_session(), None).await.unwrap();
+            // The admin's sessions (no owner) have a limit of their own.
+            let admin = Owner {
+                name: None,
+                max_sessions: 1,
+            };
+            store.insert(a_session(), Some(admin)).await.unwrap();
+            assert!(matches!(
+                store.insert(a_session(), Some(admin)).await,
+                Err(StoreError::TooManySessions {
+                    limit: 1,
+                    quota: Quota::Key(None)
+                })
+            ));
             assert_eq!(store.count(Some("alice")).await.unwrap(), 2, "{location}");
             assert_eq!(store.count(None).await.unwrap(), 3, "{location}");
+            let one = u64::try_from(held_bytes(12, 0, 0)).unwrap();
+            assert_eq!(store.held_bytes(), 3 * one, "{location}");
             let (page, total) = store.list(0, 10, Some("alice")).await.unwrap();
             assert_eq!((page.len(), total), (2, 2));
             assert!(page.iter().all(|e| e.owner.as_deref() == Some("alice")));
@@ -1077,6 +1243,66 @@ mod tests {
                 kept.get(&s.id).await.unwrap().owner.as_deref(),
                 Some("alice")
             );
+            // Another key's session is not there for a client that does not see it.
+            assert!(matches!(
+                kept.get_visible(&s.id, |owner| owner == Some("bob")).await,
+                Err(StoreError::NotFound(_))
+            ));
+        }
+    }
+
+    /// The store's count of what it holds follows every insert, change and removal, and a
+    /// database-backed store can drop idle sessions from memory and read them back.
+    #[tokio::test]
+    async fn held_bytes_follow_the_sessions_and_a_database_store_sheds_idle_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_sessions: 10,
+            ttl_secs: 0,
+        };
+        for location in [
+            Location::Memory,
+            Location::Sqlite(dir.path().join("held.db")),
+        ] {
+            let store = Store::open(&location, limits.clone()).await.unwrap();
+            assert_eq!(store.held_bytes(), 0);
+            let a = store.insert(a_session(), None).await.unwrap();
+            let b = store.insert(a_session(), None).await.unwrap();
+            let one = a.snapshot().held_bytes();
+            assert_eq!(store.held_bytes(), 2 * one);
+            let trained = store
+                .lock(&a)
+                .await
+                .unwrap()
+                .record_train((*a.snapshot().net).clone(), vec![1.0; 100], Some(2.0), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                trained.held_bytes(),
+                one + 1600,
+                "a history of 100 counts twice"
+            );
+            assert_eq!(store.held_bytes(), 2 * one + 1600);
+            store.remove(&b.id).await.unwrap();
+            assert_eq!(store.held_bytes(), one + 1600);
+            let (id, shared) = (a.id.clone(), a.clone());
+            let in_use = store.shed(u64::MAX);
+            assert_eq!(in_use, 0, "{location}: a session in use is never shed");
+            drop((a, shared));
+            let shed = store.shed(1);
+            if location == Location::Memory {
+                assert_eq!(shed, 0, "the memory store's map is its only copy");
+                continue;
+            }
+            assert_eq!(shed, one + 1600);
+            assert_eq!(store.held_bytes(), 0);
+            let back = store.get(&id).await.unwrap();
+            assert_eq!(
+                back.snapshot().history.len(),
+                100,
+                "read back from the database"
+            );
+            assert_eq!(store.held_bytes(), one + 1600);
         }
     }
 

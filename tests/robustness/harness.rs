@@ -115,6 +115,7 @@ const CODES: &[&str] = &[
     "too_large",
     "non_finite_result",
     "too_many_sessions",
+    "rate_limited",
     "request_timeout",
     "overloaded",
 ];

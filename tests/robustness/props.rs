@@ -874,3 +874,219 @@ fn mutated_valid_bodies_never_5xx_and_failures_change_nothing() {
 fn random_json_bodies_never_5xx_and_failures_change_nothing() {
     run_cases(300, random_bodies());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Adversarial sizes (issue 9): well-formed requests whose shapes are fine but whose sizes
+// are not, under a hard memory cap.
+
+/// One size case: a network, a dataset of `samples` samples, and a route to send them to.
+#[derive(Debug, Clone)]
+struct SizeCase {
+    layers: Vec<u64>,
+    samples: u64,
+    route: Route,
+    epochs: u64,
+}
+
+/// Log-uniform in `lo..=hi`: every order of magnitude as likely as the next.
+fn log_uniform(lo: u64, hi: u64) -> impl Strategy<Value = u64> {
+    ((lo as f64).ln()..=(hi as f64).ln()).prop_map(move |l| (l.exp().round() as u64).clamp(lo, hi))
+}
+
+fn size_cases() -> impl Strategy<Value = SizeCase> {
+    let routes = [
+        Route::Predict,
+        Route::Gradients,
+        Route::Train,
+        Route::Trace,
+        Route::Check,
+        Route::Fork,
+        Route::Import,
+        Route::Dataset,
+    ];
+    (
+        log_uniform(1, 4096),
+        prop::collection::vec(log_uniform(1, 3_000_000), 0..3),
+        log_uniform(1, 100_000),
+        log_uniform(1, 200_000),
+        select(routes.to_vec()),
+        log_uniform(1, 1_000_000),
+    )
+        .prop_map(|(n_in, hidden, n_out, samples, route, epochs)| {
+            let mut layers = vec![n_in];
+            layers.extend(hidden);
+            layers.push(n_out);
+            // The body carries samples x n_in numbers: keep it a few MB, so that what is
+            // adversarial is what the server would build from it, not the upload.
+            let samples = samples.min((400_000 / n_in).max(1));
+            SizeCase {
+                layers,
+                samples,
+                route,
+                epochs,
+            }
+        })
+}
+
+/// `{"x": [[1, ...], ...], "y": [0, ...]}` written straight as text (it may be megabytes).
+fn size_dataset(n_in: u64, n_out: u64, m: u64) -> String {
+    let row = format!("[{}]", vec!["1"; n_in as usize].join(","));
+    let x = vec![row.as_str(); m as usize].join(",");
+    let y: Vec<String> = (0..m).map(|i| (i % n_out).to_string()).collect();
+    format!(r#"{{"x": [{x}], "y": [{}]}}"#, y.join(","))
+}
+
+/// What one size case may answer: a success, a 4xx problem, or a 503 with `Retry-After`.
+fn size_answer_faults(r: &Resp) -> Vec<String> {
+    let status = r.status.as_u16();
+    let mut faults: Vec<String> = r
+        .faults()
+        .into_iter()
+        .filter(|f| status != 503 || !f.starts_with("server error 503"))
+        .collect();
+    if faults.len() == 1 && faults[0].starts_with("body: ") {
+        faults.clear();
+    }
+    if status == 503 && r.headers.get("retry-after").is_none() {
+        faults.push("a 503 without Retry-After".into());
+    }
+    faults
+}
+
+async fn run_size_case(
+    app: &App,
+    c: &SizeCase,
+    seen: &RefCell<BTreeMap<String, BTreeMap<u16, u32>>>,
+) {
+    let send = |method: Method, path: String, body: Option<String>| async move {
+        let ct = body.as_ref().map(|_| "application/json");
+        let r = app
+            .request(method, &path, ct, body)
+            .await
+            .unwrap_or_else(|e| panic!("no answer (the server died?): {e}"));
+        let faults = size_answer_faults(&r);
+        assert!(
+            faults.is_empty(),
+            "{}:\n  {}",
+            r.request,
+            faults.join("\n  ")
+        );
+        r
+    };
+    let note = |route: &str, r: &Resp| {
+        *seen
+            .borrow_mut()
+            .entry(route.into())
+            .or_default()
+            .entry(r.status.as_u16())
+            .or_default() += 1;
+    };
+    let layers = serde_json::to_string(&c.layers).unwrap();
+    let made = send(
+        Method::POST,
+        "/sessions".into(),
+        Some(format!(r#"{{"layers": {layers}}}"#)),
+    )
+    .await;
+    note("Create", &made);
+    let (n_in, n_out) = (c.layers[0], *c.layers.last().unwrap());
+    let data = size_dataset(n_in, n_out, c.samples);
+    if made.status != 201 {
+        // Import the same network with its weights left out: refused, never built.
+        let doc = format!(
+            r#"{{"format": "backprop-server/session-v1", "layers": {layers}, "weights": [[[1.0]]]}}"#
+        );
+        let r = send(Method::POST, "/sessions/import".into(), Some(doc)).await;
+        note("Import", &r);
+        return;
+    }
+    let id = made.json()["id"].as_str().unwrap().to_owned();
+    let on = |what: &str| format!("/sessions/{id}/{what}");
+    let r = send(Method::PUT, on("dataset"), Some(data.clone())).await;
+    note("Dataset", &r);
+    let (method, path, body) = match c.route {
+        Route::Predict => (Method::POST, on("predict"), Some(data)),
+        Route::Gradients => (Method::POST, on("gradients"), Some(data)),
+        Route::Train => (
+            Method::POST,
+            on("train"),
+            Some(format!(
+                r#"{{"epochs": {}, "return_loss": true}}"#,
+                c.epochs
+            )),
+        ),
+        Route::Trace => (Method::POST, on("trace"), Some("{}".into())),
+        Route::Check => {
+            let row = format!("[{}]", vec!["0.5"; n_out as usize].join(","));
+            let p = vec![row.as_str(); c.samples as usize].join(",");
+            (
+                Method::POST,
+                on("check"),
+                Some(format!(r#"{{"probabilities": [{p}]}}"#)),
+            )
+        }
+        Route::Fork => (Method::POST, on("fork"), None),
+        Route::Import => {
+            let doc = send(Method::GET, on("export"), None).await;
+            note("Export", &doc);
+            if doc.status != 200 {
+                (Method::DELETE, format!("/sessions/{id}"), None)
+            } else {
+                (Method::POST, "/sessions/import".into(), Some(doc.body))
+            }
+        }
+        _ => (Method::GET, on("loss"), None),
+    };
+    let r = send(method, path, body).await;
+    note(&format!("{:?}", c.route), &r);
+    if r.status == 201 {
+        let other = r.json()["id"].as_str().unwrap().to_owned();
+        send(Method::DELETE, format!("/sessions/{other}"), None).await;
+    }
+    let h = send(Method::GET, "/healthz".into(), None).await;
+    assert_eq!(h.status, 200, "/healthz after {c:?}");
+    // The session may be gone already (an import case whose export was refused deletes it).
+    let _ = app
+        .request(Method::DELETE, &format!("/sessions/{id}"), None, None)
+        .await;
+}
+
+#[test]
+fn adversarial_sizes_under_a_memory_cap_get_4xx_or_503_never_an_abort() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _timing = rt.block_on(crate::harness::exclusive());
+    let config = Config {
+        max_request_memory: 256 << 20,
+        train_time_limit_secs: 1.0,
+        ..crate::harness::config()
+    };
+    let process = crate::memcap::capped_server(&config, crate::memcap::CAP);
+    let app = App::unpooled(process.base.clone(), Duration::from_secs(60));
+    let seen = RefCell::new(BTreeMap::new());
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 40,
+        max_shrink_iters: 16,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let result = runner.run(&size_cases(), |c| {
+        rt.block_on(run_size_case(&app, &c, &seen));
+        Ok(())
+    });
+    eprintln!(
+        "adversarial sizes under RLIMIT_AS {} MiB: 40 cases in {:?}; answers by route and \
+         status: {:?}; RSS peak {} MiB",
+        crate::memcap::CAP >> 20,
+        started.elapsed(),
+        seen.borrow(),
+        process.rss_peak_kib() / 1024
+    );
+    if let Err(e) = result {
+        panic!("{e}\nserver log:\n{}", clip(&process.log()));
+    }
+}

@@ -16,9 +16,11 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::AppState;
-use crate::api::extract::ApiJson;
+use crate::admission::{self, Part, f64s};
+use crate::api::extract::{ApiJson, RequestBody};
+use crate::api::training::batch_need;
 use crate::api::wire::{Object, numpy_shape};
+use crate::api::{AppState, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::nn;
 use crate::store::Session;
@@ -96,12 +98,17 @@ fn tolerance(name: &str, given: Option<f64>, default: f64) -> ApiResult<f64> {
     }
 }
 
+impl RequestBody for CheckRequest {
+    const KEEPS_JSON: bool = true;
+}
+
 pub async fn check(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> ApiResult<Json<CheckResponse>> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     if req.gradients.is_none()
         && req.weights.is_none()
         && req.loss.is_none()
@@ -130,10 +137,28 @@ pub async fn check(
     }
     let samples = s.dataset.as_ref().map_or(0, |d| d.data.samples()) as u128;
     let size = s.net.config().parameter_count() * (samples + 1) + s.history.len() as u128;
+    // The references: a pass over the dataset for gradients and for probabilities, the
+    // history copied out for loss; the comparison itself walks the submission.
+    let config = s.net.config().clone();
+    let (grads, probs) = (req.gradients.is_some(), req.probabilities.is_some());
+    let history = if req.loss.is_some() {
+        f64s(s.history.len() as u128)
+    } else {
+        0
+    };
+    let passes = u128::from(grads) + u128::from(probs);
+    let need = batch_need(&state, &config, samples as usize, "the references", |m| {
+        passes * admission::pass(&config, m, false) + history + admission::answer(0)
+    });
     let run = move || compare_all(&s, req, tol);
     if size > COMPUTE_INLINE_MAX {
-        Ok(Json(state.compute(run).await??))
+        Ok(Json(
+            state
+                .compute(&caller, Some((Part::Work, need)), run)
+                .await??,
+        ))
     } else {
+        caller.need(Part::Work, need)?;
         Ok(Json(run()?))
     }
 }

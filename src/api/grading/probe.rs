@@ -8,11 +8,12 @@ use axum::response::{IntoResponse, Response};
 use ndarray::Ix1;
 use serde::{Deserialize, Serialize};
 
-use crate::api::AppState;
-use crate::api::extract::OptionalJson;
+use crate::admission::{self, Part, f64s};
+use crate::api::extract::{OptionalJson, RequestBody};
 use crate::api::sessions::inline_dataset;
-use crate::api::training::optional_batch;
+use crate::api::training::{batch_need, optional_batch};
 use crate::api::wire::{LabelsWire, Rows, Samples, Vector};
+use crate::api::{AppState, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{self, Dataset, gradcheck as numeric};
 
@@ -40,12 +41,16 @@ struct LayerCheckOut {
     near_kink: u64,
 }
 
+impl RequestBody for GradcheckRequest {}
+impl RequestBody for TraceRequest {}
+
 pub async fn gradcheck(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<GradcheckRequest>,
 ) -> ApiResult<Json<GradcheckResponse>> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let h = req.and_then(|r| r.h).unwrap_or(numeric::DEFAULT_H);
     if !(h.is_finite() && h > 0.0 && h <= 1.0) {
         return Err(ApiError::InvalidValue(format!(
@@ -70,8 +75,25 @@ pub async fn gradcheck(
             numeric::MAX_WORK
         )));
     }
+    // The analytic pass, one finite-difference pass at a time, the ReLU inputs counted layer
+    // by layer (the input and one layer's pre-activations), and the probed copy's weights.
+    let config = s.net.config().clone();
+    let widest = config.layers.iter().copied().max().unwrap_or(0) as u128;
+    let need = batch_need(
+        &state,
+        &config,
+        data.data.samples(),
+        "a gradient check",
+        |m| {
+            2 * admission::pass(&config, m, false)
+                + f64s(m * 3 * widest)
+                + 2 * f64s(config.parameter_count())
+        },
+    );
     let checks = state
-        .compute(move || numeric::gradcheck(&s.net, &data.data, h))
+        .compute(&caller, Some((Part::Work, need)), move || {
+            numeric::gradcheck(&s.net, &data.data, h)
+        })
         .await??;
     Ok(Json(GradcheckResponse {
         h,
@@ -110,12 +132,27 @@ struct LayerOut<'a> {
     bias_gradient: Option<Vector<ndarray::iter::Iter<'a, f64, Ix1>>>,
 }
 
+/// A trace over `m` samples: the recording pass, the copies each layer's trace makes
+/// (its input, activation and local gradient; the probabilities), a batch's label matrix,
+/// and the answer holding all of it with the weight gradients.
+fn trace_cost(config: &crate::nn::NetConfig, m: u128) -> u128 {
+    let layers: u128 = config
+        .shapes()
+        .map(|(o, i)| m * (i as u128 + 4 * o as u128) + o as u128 * (i as u128 + 1))
+        .sum();
+    let n_out = config.n_out() as u128;
+    admission::pass(config, m, true)
+        + f64s(layers + 2 * m * n_out)
+        + admission::answer(layers + m * n_out)
+}
+
 pub async fn trace(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     OptionalJson(req): OptionalJson<TraceRequest>,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let s = entry.snapshot();
     let (n_in, n_out) = (s.net.config().n_in(), s.net.config().n_out());
     let batch = match req {
@@ -149,6 +186,13 @@ pub async fn trace(
             Some(d)
         }
     };
+    let m = match (&batch, &stored) {
+        (Some((x, _)), _) => x.0.as_ref().map_or(0, |samples| samples.len()),
+        (None, Some(d)) => d.data.samples(),
+        (None, None) => 0,
+    };
+    let config = s.net.config().clone();
+    let need = batch_need(&state, &config, m, "a trace", |m| trace_cost(&config, m));
     let heavy = s.net.config().parameter_count() * TRACE_MAX_SAMPLES as u128 > COMPUTE_INLINE_MAX;
     let st = state.clone();
     let run = move || -> ApiResult<Response> {
@@ -183,8 +227,11 @@ pub async fn trace(
         .into_response())
     };
     if heavy {
-        state.compute(run).await?
+        state
+            .compute(&caller, Some((Part::Work, need)), run)
+            .await?
     } else {
+        caller.need(Part::Work, need)?;
         run()
     }
 }

@@ -9,20 +9,23 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::api::AppState;
+use crate::admission::{self, Need, Part, f64s};
 use crate::api::datasets::unknown_builtin;
-use crate::api::extract::{ApiJson, body_timeout};
-use crate::api::sessions::{inline_dataset, net_config, session_json};
+use crate::api::extract::{ApiJson, RequestBody, read_body};
+use crate::api::sessions::{
+    build_need, check_sample_count, check_trainable, inline_dataset, net_config, owner,
+    session_json,
+};
 use crate::api::wire::{
     ActivationWire, History, Int, LabelsWire, Matrices, MethodWire, Object, ReductionWire, Rows,
     Samples, Vectors, words,
 };
+use crate::api::{AppState, Caller};
 use crate::datasets::{StoredDataset, builtin};
 use crate::error::{ApiError, ApiResult};
 use crate::nn::{Dataset, Init, Labels, NetConfig, Network, SampleSetBuilder};
@@ -105,12 +108,33 @@ fn document(s: &Session) -> ApiResult<Vec<u8>> {
     serde_json::to_vec(&doc).map_err(|e| ApiError::Internal(format!("writing an export: {e}")))
 }
 
-pub async fn export(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+/// The numbers a session's copy (for the database, or a fork) holds.
+fn numbers(s: &Session) -> u128 {
+    size(s) as u128
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let entry = state.session(&caller, &id).await?;
     let s = entry.snapshot();
+    // The history copied out, and the document's text.
+    let need = Need::new(
+        f64s(s.history.len() as u128) + admission::answer(numbers(&s)),
+        format!(
+            "the export document ({} numbers: weights, dataset, history)",
+            numbers(&s)
+        ),
+        "nothing smaller can be exported: GET the weights and the loss pages on their own",
+    );
     let bytes = if size(&s) > INLINE_MAX {
-        state.compute(move || document(&s)).await??
+        state
+            .compute(&caller, Some((Part::Work, need)), move || document(&s))
+            .await??
     } else {
+        caller.need(Part::Work, need)?;
         document(&s)?
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
@@ -137,6 +161,8 @@ struct DatasetDoc {
     x: Option<Samples>,
     y: Option<LabelsWire>,
 }
+
+impl RequestBody for ImportDoc {}
 
 /// An export document. Only `format`, `layers` and `weights` are required; the settings
 /// default as on `POST /sessions`, the rest to "none yet".
@@ -433,20 +459,62 @@ fn created(state: &AppState, entry: &Entry) -> Response {
 
 pub async fn import(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(doc): ApiJson<ImportDoc>,
 ) -> ApiResult<Response> {
+    // Settings first (they decide the sizes), as create checks them; then what building the
+    // session holds: its weights as create builds them, its dataset as PUT /dataset stores
+    // it (reshaped, perhaps: a copy of x and of the labels as rows), its history checked
+    // into a vector of its own, and the whole written to the database.
+    let config = config(&doc, state.config().max_parameters)?;
+    let m = doc
+        .dataset
+        .as_ref()
+        .and_then(|Object(d)| d.x.as_ref())
+        .map_or(0, |x| x.0.as_ref().map_or(0, |samples| samples.len()));
+    check_sample_count(&state, m)?;
+    check_trainable(&state, &config, m)?;
+    let history = match &doc.loss {
+        Some(History::Kept(h)) => h.len() as u128,
+        _ => 0,
+    };
+    let p = config.parameter_count();
+    let width = (config.n_in() + config.n_out()) as u128;
+    let m = m as u128;
+    let build = build_need(&config);
+    let need = Need::new(
+        build.bytes
+            + 3 * f64s(m * width)
+            + f64s(m * 7)
+            + 2 * f64s(history)
+            + admission::session_bytes(p, m, width, history),
+        format!(
+            "the imported session: {} parameters, {m} samples, {history} losses, built and \
+             written",
+            p
+        ),
+        "import a smaller session (a smaller network, dataset or history)",
+    );
     let st = state.clone();
-    let session = state.compute(move || session_from(&st, doc)).await??;
-    let entry = state.store().insert(session, None).await?;
+    let session = state
+        .compute(&caller, Some((Part::Work, need)), move || {
+            session_from(&st, doc)
+        })
+        .await??;
+    let entry = state
+        .store()
+        .insert(session, Some(owner(&state, &caller)))
+        .await?;
     Ok(created(&state, &entry))
 }
 
 pub async fn fork(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
-    body: Body,
+    req: Request,
 ) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+    let entry = state.session(&caller, &id).await?;
     let refuse = || {
         ApiError::InvalidRequest(format!(
             "a fork takes no body; send POST /sessions/{id}/fork without one \
@@ -455,21 +523,27 @@ pub async fn fork(
     };
     // Read the body whole (up to the usual limit) before refusing it: a refusal that leaves
     // it unread would leave the client's connection unusable.
-    let limit = state.config().max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        body_timeout(&e).unwrap_or_else(|| {
-            ApiError::BodyTooLarge(format!(
-                "the body is larger than this server's limit of {limit} bytes; a fork takes no body"
-            ))
-        })
-    })?;
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
+    if read_body(req, &state).await?.is_some() {
         return Err(refuse());
     }
+    caller.memory.release(Part::Body);
     // A snapshot is one consistent state: a train in progress is not half in it. The copy
     // shares its parts (they are immutable; a later change to either replaces, or appends
-    // past, what they share), so forking copies nothing.
+    // past, what they share), so forking copies nothing here; the database gets a copy of
+    // its own, and the budget counts the fork as a session of its own.
     let copy = (*entry.snapshot()).clone();
-    let forked = state.store().insert(copy, None).await?;
+    let n = numbers(&copy);
+    caller.need(
+        Part::Work,
+        Need::new(
+            f64s(n) + u128::from(copy.held_bytes()),
+            format!("the forked session ({n} numbers) and its copy for the database"),
+            "nothing smaller can be forked: import a smaller session instead",
+        ),
+    )?;
+    let forked = state
+        .store()
+        .insert(copy, Some(owner(&state, &caller)))
+        .await?;
     Ok(created(&state, &forked))
 }

@@ -507,7 +507,7 @@ impl Db {
         let s = row.session;
         let op = Op::Insert(Box::new(Insert {
             id: row.id.to_owned(),
-            owner: row.owner.map(|o| o.name.to_owned()),
+            owner: row.owner.and_then(|o| o.name).map(str::to_owned),
             owner_max: row
                 .owner
                 .map(|o| i64::try_from(o.max_sessions).unwrap_or(i64::MAX)),

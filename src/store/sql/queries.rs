@@ -12,12 +12,14 @@ use sqlx::Row;
 use super::codec::DatasetRow;
 use super::writes::{Arg, JOB_COLUMNS, Report, Stmt, own_text};
 use super::{DatasetRead, Done, Op, RawSession, RowState, Since};
-use crate::store::{Job, JobError, JobState, JobStatus, KeyInfo, KeyRecord, Stamp, StoreError};
+use crate::store::{
+    Job, JobError, JobState, JobStatus, KeyInfo, KeyRecord, Quota, Stamp, StoreError,
+};
 
-fn too_many(limit: i64, owner: Option<&str>) -> Done {
+fn too_many(limit: i64, quota: Quota) -> Done {
     Done::Refused(StoreError::TooManySessions {
         limit: usize::try_from(limit).unwrap_or(usize::MAX),
-        owner: owner.map(str::to_owned),
+        quota,
     })
 }
 
@@ -88,12 +90,12 @@ macro_rules! dialect {
             pub async fn why(c: &mut Conn, op: &Op) -> Result<Done, sqlx::Error> {
                 match op {
                     Op::Insert(i) => {
-                        if let (Some(owner), Some(max)) = (&i.owner, i.owner_max)
-                            && count(c, Some(owner)).await? >= max
+                        if let Some(max) = i.owner_max
+                            && owned(c, i.owner.as_deref()).await? >= max
                         {
-                            return Ok(too_many(max, Some(owner)));
+                            return Ok(too_many(max, Quota::Key(i.owner.clone())));
                         }
-                        Ok(too_many(i.max, None))
+                        Ok(too_many(i.max, Quota::Server))
                     }
                     Op::Dataset { id, .. } | Op::Weights { id, .. } | Op::Trained { id, .. } => {
                         if row(c, id).await?.is_none() {
@@ -261,6 +263,16 @@ macro_rules! dialect {
                     .bind(owner)
                     .fetch_one(&mut *c)
                     .await
+            }
+
+            /// Sessions of exactly this owner (`None`: sessions with no owner).
+            pub async fn owned(c: &mut Conn, owner: Option<&str>) -> Result<i64, sqlx::Error> {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM sessions WHERE owner = $1 OR ($1 IS NULL AND owner IS NULL)",
+                )
+                .bind(owner)
+                .fetch_one(&mut *c)
+                .await
             }
 
             /// Sessions whose clock is before `cutoff`, longest idle first.

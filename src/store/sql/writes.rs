@@ -138,7 +138,8 @@ pub(super) fn statements<'a>(op: &'a Op, tag: i64) -> Vec<Stmt<'a>> {
                      grad_reduction, bias, init_method, init_seed, epochs, initial_loss) \
                      SELECT $1, $2, $3, $4, 1, 0, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
                      WHERE (SELECT count(*) FROM sessions) < $14 \
-                     AND ($2 IS NULL OR (SELECT count(*) FROM sessions WHERE owner = $2) < $15)"
+                     AND (SELECT count(*) FROM sessions \
+                          WHERE owner = $2 OR ($2 IS NULL AND owner IS NULL)) < $15"
                 ),
                 vec![
                     text(&i.id),
