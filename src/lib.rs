@@ -11,6 +11,7 @@ pub mod connections;
 pub mod datasets;
 pub mod error;
 pub mod nn;
+pub mod priority;
 pub mod store;
 pub mod telemetry;
 

@@ -109,6 +109,7 @@ impl AppState {
             .map_err(|e| ApiError::Internal(format!("worker semaphore closed: {e}")))?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            crate::priority::lower_this_thread();
             f()
         })
         .await
