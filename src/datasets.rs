@@ -2,7 +2,7 @@
 //!
 //! `cat-dog-ship` is the course notebook's `X` and `Y` exactly, in its order (`x_1` to `x_6`,
 //! labels `y_1` to `y_6`: cat, dog, ship, cat, dog, ship; classes cat 0, dog 1, ship 2). The
-//! numbers are copied from the notebook, `../shared/seed/000_604ebaaa92069bce.txt`, including
+//! numbers are copied from the notebook (the course's export `000_604ebaaa92069bce.txt`), including
 //! `x_4`'s -10; `tests/golden/notebook.json`, written by running that notebook, holds them too,
 //! and a test checks that the two agree. `iris` is Fisher's 150 samples in the order of the copy
 //! shipped with R and scikit-learn, compiled into the binary from `data/iris.csv`.
