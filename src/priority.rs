@@ -102,7 +102,11 @@ fn apply(policy: Policy) -> std::io::Result<()> {
             check(libc::sched_setscheduler(tid, sched, &param))?;
         }
         if nice != 0 {
-            check(libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice))?;
+            check(libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid as libc::id_t,
+                nice,
+            ))?;
         }
     }
     Ok(())

@@ -45,6 +45,8 @@ struct Inner {
     stopping: AtomicBool,
     /// The Prometheus recorder's handle; `None` with `--no-metrics`.
     metrics: Option<PrometheusHandle>,
+    /// The machine's cores: the threads a train may use on an otherwise idle server.
+    cores: usize,
 }
 
 /// Answers holding more numbers than this are serialised on a worker, not on the runtime.
@@ -66,6 +68,7 @@ impl AppState {
             workers,
             stopping: AtomicBool::new(false),
             metrics,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }))
     }
 
@@ -94,8 +97,23 @@ impl AppState {
         Duration::from_secs_f64(self.0.config.train_time_limit_secs)
     }
 
-    /// Runs CPU work on tokio's blocking pool, at most `--workers` at a time. Waiting for a
-    /// permit holds no thread; a panic in `f` becomes a 500, not a crash.
+    /// Threads for a train that holds a worker now: every core when no other job holds one
+    /// (an otherwise idle server), else one. A trainer's numbers are the same bits for every
+    /// thread count, so this changes how soon a train ends, never what it computes. A train
+    /// keeps its count to the end: one that arrives meanwhile shares the cores with it.
+    pub fn train_threads(&self) -> usize {
+        let workers = self.0.config.workers.max(1) as usize;
+        if self.0.workers.available_permits() + 1 >= workers {
+            self.0.cores
+        } else {
+            1
+        }
+    }
+
+    /// Runs CPU work on tokio's blocking pool, at most `--workers` at a time, at the lower
+    /// scheduling priority of compute work (`crate::priority`), so the runtime's threads,
+    /// which answer `/healthz` and small requests, get a core first. Waiting for a permit
+    /// holds no thread; a panic in `f` becomes a 500, not a crash.
     pub async fn compute<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,

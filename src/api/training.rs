@@ -133,7 +133,9 @@ async fn train(
                 // The only copy a train makes: the weights it updates.
                 let mut net = (*snapshot.net).clone();
                 let mut losses = Vec::new();
-                let mut trainer = Trainer::new(&net, &dataset.data);
+                let threads = server.train_threads();
+                running.threads(threads);
+                let mut trainer = Trainer::new(&net, &dataset.data).with_threads(threads);
                 let outcome = trainer.run(&mut net, &dataset.data, epochs, &mut losses, |_| {
                     if cancelled.load(Ordering::Relaxed)
                         || server.is_stopping()
