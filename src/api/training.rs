@@ -223,13 +223,15 @@ async fn loss(
     let end = start
         .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
         .min(s.history.len());
-    let page = s.history.page(start, end);
+    // The page is copied out of the history where it is written: on a worker when long.
+    let history = s.history.clone();
     if format != LossFormat::Json {
         // Text is the notebook's `print(f'iteration: {iterations+1}, loss: {...}')`, and
         // f'{x}' of a float is Python's repr; CSV's numbers are serde_json's, the shortest
         // text that reads back as the same f64.
         let text = format == LossFormat::Text;
         let write = move || {
+            let page = history.page(start, end);
             let mut out = String::with_capacity(16 + page.len() * 48);
             if !text {
                 out.push_str("epoch,loss\n");
@@ -263,7 +265,7 @@ async fn loss(
         .json(end - start, move || {
             serde_json::to_vec(&LossPage {
                 initial_loss,
-                loss: &page,
+                loss: &history.page(start, end),
                 offset,
                 total,
             })

@@ -737,6 +737,7 @@ impl Change {
         }
         s.net = Arc::new(net);
         let from = before.history.len();
+        let losses = Arc::new(losses);
         self.commit(s, sql::Part::Trained { from, losses }).await
     }
 

@@ -96,7 +96,8 @@ pub(super) enum Part {
     /// A train: new weights, `losses` appended to the history at `from`, `initial_loss`.
     Trained {
         from: usize,
-        losses: Vec<f64>,
+        /// Shared, so the encoding can run on the blocking pool without a copy.
+        losses: Arc<Vec<f64>>,
     },
 }
 
@@ -707,24 +708,22 @@ impl Db {
             }
             Part::Trained { from, losses } => {
                 let net = session.net.clone();
-                let params = if losses.is_empty() {
-                    None
-                } else {
-                    Some(
-                        off_runtime(param_count(session), move || {
-                            codec::params_blob(net.params())
-                        })
-                        .await?,
-                    )
-                };
+                let (trained, n) = (!losses.is_empty(), losses.len());
+                // Up to a million losses and the weights: encoded on the blocking pool when big.
+                let losses = losses.clone();
+                let (params, blob) = off_runtime(param_count(session) + losses.len(), move || {
+                    let params = trained.then(|| codec::params_blob(net.params()));
+                    (params, codec::blob(losses.iter(), losses.len()))
+                })
+                .await?;
                 Op::Trained {
                     id,
                     touched,
                     version,
                     params,
                     first_epoch: i64::try_from(*from).unwrap_or(i64::MAX),
-                    losses: codec::blob(losses, losses.len()),
-                    epochs: i64::try_from(from + losses.len()).unwrap_or(i64::MAX),
+                    losses: blob,
+                    epochs: i64::try_from(from + n).unwrap_or(i64::MAX),
                     initial_loss: session.initial_loss,
                 }
             }
