@@ -7,9 +7,11 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # The bench targets must exist for Cargo to read the manifest; they are not built.
 COPY benches ./benches
-# Compiled into the binary: the schema migrations (sqlx::migrate!) and the built-in data.
+# Compiled into the binary: the schema migrations (sqlx::migrate!), the built-in data and the
+# dashboard's page (include_str!).
 COPY migrations ./migrations
 COPY data ./data
+COPY web ./web
 COPY openapi.yaml ./
 # SQLite is compiled in (sqlx bundles it): the runtime image needs no database library.
 RUN cargo build --release --locked --bin backprop-server

@@ -47,10 +47,12 @@ cleanup() {
 trap cleanup EXIT
 
 # A short training time limit keeps the largest `epochs` schemathesis draws (1,000,000) to a
-# couple of seconds per request; the contract's answer for it (status time_limit) is unchanged.
+# couple of seconds per request, and the same for background trains ("wait": false), which
+# would otherwise hold the workers for up to an hour each; the contract's answer for it
+# (status time_limit) is unchanged.
 NO_COLOR=1 RUST_LOG=warn,backprop_server=info "$bin" --addr 127.0.0.1:0 \
     --database "sqlite:$work/schemathesis.db" \
-    --train-time-limit-secs 2 >"$work/server.log" 2>&1 &
+    --train-time-limit-secs 2 --job-time-limit-secs 2 >"$work/server.log" 2>&1 &
 server_pid=$!
 
 addr=

@@ -57,6 +57,18 @@ pub struct Config {
           value_parser = positive_secs)]
     pub train_time_limit_secs: f64,
 
+    /// Training time of a background train ("wait": false), in seconds; it stops at the next
+    /// epoch boundary after it, with status time_limit.
+    #[arg(long, env = "BACKPROP_JOB_TIME_LIMIT_SECS", default_value_t = 3600.0,
+          value_parser = positive_secs)]
+    pub job_time_limit_secs: f64,
+
+    /// A background train commits what it has done (weights and losses, atomically) this
+    /// often, so a crash loses at most this much of it.
+    #[arg(long, env = "BACKPROP_JOB_CHECKPOINT_SECS", default_value_t = 5.0,
+          value_parser = positive_secs)]
+    pub job_checkpoint_secs: f64,
+
     /// Requests that compute at once (train, gradients, predict); default: the CPU count.
     #[arg(long, env = "BACKPROP_WORKERS", default_value_t = default_workers(),
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -129,6 +141,8 @@ impl Default for Config {
             max_epochs: 1_000_000,
             max_history: 1_000_000,
             train_time_limit_secs: 60.0,
+            job_time_limit_secs: 3600.0,
+            job_checkpoint_secs: 5.0,
             workers: default_workers(),
             session_ttl_secs: 3600,
             header_timeout_secs: 10.0,
@@ -156,6 +170,8 @@ impl Config {
             max_epochs,
             max_history,
             train_time_limit_secs,
+            job_time_limit_secs,
+            job_checkpoint_secs,
             workers,
             session_ttl_secs,
             header_timeout_secs,
@@ -174,6 +190,8 @@ impl Config {
             format!("--max-epochs={max_epochs}"),
             format!("--max-history={max_history}"),
             format!("--train-time-limit-secs={train_time_limit_secs}"),
+            format!("--job-time-limit-secs={job_time_limit_secs}"),
+            format!("--job-checkpoint-secs={job_checkpoint_secs}"),
             format!("--workers={workers}"),
             format!("--session-ttl-secs={session_ttl_secs}"),
             format!("--header-timeout-secs={header_timeout_secs}"),
@@ -206,6 +224,8 @@ mod tests {
             max_body_bytes: 1234,
             max_sessions: 7,
             train_time_limit_secs: 0.25,
+            job_time_limit_secs: 12.5,
+            job_checkpoint_secs: 0.75,
             workers: 3,
             session_ttl_secs: 0,
             header_timeout_secs: 0.5,

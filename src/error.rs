@@ -113,6 +113,11 @@ impl From<StoreError> for ApiError {
             StoreError::KeyExists(name) => Self::Conflict(format!(
                 "a key named {name:?} exists; choose another name, or DELETE /keys/{name} first"
             )),
+            StoreError::JobActive(job) => Self::Conflict(format!(
+                "this session already has a background train {}; wait for it or DELETE its \
+                 /training first",
+                job.state.as_str()
+            )),
             StoreError::Unavailable(inner) => {
                 tracing::warn!(error = %inner, "the database does not answer");
                 Self::Unavailable(format!(
@@ -177,16 +182,24 @@ struct Problem<'a> {
     detail: &'a str,
 }
 
+impl ApiError {
+    /// The `detail` a client gets: the words, or for an internal error a generic sentence
+    /// (the inner text is logged, never sent).
+    pub fn public_detail(&self) -> String {
+        if let Self::Internal(inner) = self {
+            tracing::error!(error = %inner, "internal error");
+            "an internal error occurred; it has been logged".into()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let text = self.to_string();
-        let detail = if let Self::Internal(inner) = &self {
-            tracing::error!(error = %inner, "internal error");
-            "an internal error occurred; it has been logged"
-        } else {
-            text.as_str()
-        };
+        let detail = self.public_detail();
+        let detail = detail.as_str();
         let body = Problem {
             r#type: "about:blank",
             title: status.canonical_reason().unwrap_or("Error"),

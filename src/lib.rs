@@ -10,6 +10,7 @@ pub mod config;
 pub mod connections;
 pub mod datasets;
 pub mod error;
+pub mod jobs;
 pub mod nn;
 pub mod priority;
 pub mod store;
@@ -37,7 +38,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves the API on `listener` until `shutdown` resolves. Then it stops accepting
 /// connections, tells running trains to stop at their next epoch boundary (they answer with
-/// what they did, status `time_limit`), and waits up to [`SHUTDOWN_GRACE`] for them.
+/// what they did, status `cancelled`; background trains commit theirs and record it), and
+/// waits up to [`SHUTDOWN_GRACE`] for them.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -66,11 +68,17 @@ pub async fn serve(
     });
     let (began_tx, mut began) = tokio::sync::watch::channel(false);
     let stopping = state.clone();
-    let server = connections::serve(listener, app(state), connection_settings, async move {
+    let background = state.clone();
+    let connections = connections::serve(listener, app(state), connection_settings, async move {
         shutdown.await;
         stopping.begin_shutdown();
         let _ = began_tx.send(true);
     });
+    let server = async move {
+        connections.await;
+        // Background trains have no connection to wait for: wait for their last commits.
+        background.jobs().all_ended().await;
+    };
     let deadline = async move {
         let _ = began.wait_for(|b| *b).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -95,8 +95,8 @@ fn allocations_per_epoch_after_the_first(
     let mut history = Vec::new();
     let mut trainer = Trainer::new(&net, data);
     let mut marks = Vec::with_capacity(epochs as usize + 1);
-    let out = trainer.run(&mut net, data, epochs, &mut history, |e| {
-        if e >= 1 {
+    let out = trainer.run(&mut net, data, epochs, &mut history, |b| {
+        if b.epoch >= 1 {
             marks.push(allocations());
         }
         Control::Continue

@@ -249,11 +249,23 @@ fn check_training_fixture(text: &str, file: &str) -> usize {
         let epochs = case["epochs"].as_u64().expect("epochs");
         let mut history = Vec::new();
         let mut calls = 0;
-        let out = Trainer::new(&net, &data).run(&mut net, &data, epochs, &mut history, |e| {
-            assert_eq!(e, calls, "{name}: the control hook skipped an epoch");
+        let mut seen = Vec::new();
+        let out = Trainer::new(&net, &data).run(&mut net, &data, epochs, &mut history, |b| {
+            assert_eq!(b.epoch, calls, "{name}: the control hook skipped an epoch");
             calls += 1;
+            seen.push(b.loss);
             Control::Continue
         });
+        // The hook sees the loss at the weights of its boundary: the starting loss, then each
+        // history entry but the last (which no boundary follows).
+        if let Some(start) = seen.first() {
+            assert_eq!(
+                seen[1..],
+                history[..seen.len() - 1],
+                "{name}: the control hook saw other losses than the history's"
+            );
+            assert!(start.is_finite(), "{name}: starting loss {start}");
+        }
         assert_eq!(out.status, TrainStatus::Completed, "{name}: {out:?}");
         assert_eq!(out.epochs_run, epochs, "{name}: {out:?}");
         assert_eq!(

@@ -541,6 +541,19 @@ impl App {
             ));
             return f;
         }
+        if ct == "text/event-stream" {
+            // OpenAPI 3.1 has an event stream's schema describe each event (as schemathesis
+            // reads it): `{"event", "data"}` per event, comment lines aside.
+            let schema = format!("{ptr}/content/{}/schema", esc(&ct));
+            let events = sse_events(&resp.body);
+            if events.is_empty() {
+                f.push(format!("an event stream with no event: {:?}", resp.body));
+            }
+            for e in &events {
+                f.extend(spec.schema_faults(&schema, e));
+            }
+            return f;
+        }
         let instance = if ct.ends_with("json") {
             match serde_json::from_str(&resp.body) {
                 Ok(v) => v,
@@ -943,6 +956,21 @@ async fn route_set_is_the_spec_paths() {
             } else {
                 String::new()
             };
+            if template.ends_with("/training") {
+                // The job resource exists once a background train was started.
+                app.put(
+                    format!("/sessions/{id}/dataset"),
+                    &json!({"builtin": "cat-dog-ship"}),
+                )
+                .await
+                .expect(200);
+                app.post(
+                    format!("/sessions/{id}/train"),
+                    &json!({"epochs": 1, "wait": false}),
+                )
+                .await
+                .expect(202);
+            }
             let resp = app.call(Call::new(method, fill(template, &id))).await;
             if listed.contains(method) {
                 assert!(
@@ -976,7 +1004,7 @@ async fn route_set_is_the_spec_paths() {
     // also checks against the spec path a probe falls under, if any).
     let id = app.create(&json!({"layers": [4, 3]})).await;
     for path in [
-        "/".to_string(),
+        "/index.html".to_string(),
         "/session".to_string(),
         format!("/sessions/{id}/history"),
         format!("/sessions/{id}/checks"),
@@ -1190,6 +1218,95 @@ async fn a_notebook_session_answers_as_the_spec_says() {
         .expect(200);
     assert_eq!(d["status"], "diverged", "{d}");
     app.get(format!("/sessions/{diverging}")).await.expect(200);
+
+    // Background training: 202 and the job; one job at a time; followed, streamed, cancelled.
+    // On sessions of their own, deleted after (the scenario counts its sessions later).
+    let (short, long) = (
+        app.create(&create("notebook-one-layer")).await,
+        app.create(&create("notebook-two-layer")).await,
+    );
+    for id in [&short, &long] {
+        app.put(format!("/sessions/{id}/dataset"), &dataset("cat-dog-ship"))
+            .await
+            .expect(200);
+    }
+    app.expect_problem(
+        Call::new("GET", format!("/sessions/{long}/training")),
+        404,
+        "not_found",
+    )
+    .await;
+    let small = app
+        .post(
+            format!("/sessions/{short}/train"),
+            &json!({"epochs": 20, "wait": false}),
+        )
+        .await;
+    let job = small.expect(202);
+    assert_eq!(
+        small.header("location"),
+        Some(format!("/sessions/{short}/training").as_str()),
+        "Location names the job"
+    );
+    assert_eq!(job["epochs_requested"], 20, "{job}");
+    // The stream follows it to its end; then the job is done, with its losses.
+    let events = app.get(format!("/sessions/{short}/events")).await;
+    events.expect(200);
+    assert!(
+        events.body.contains("event: done\n"),
+        "the stream of a 20-epoch job ends with done: {}",
+        events.body
+    );
+    let done = app
+        .get(format!("/sessions/{short}/training"))
+        .await
+        .expect(200);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["result"]["status"], "completed", "{done}");
+    assert_eq!(done["result"]["loss"].as_array().map(Vec::len), Some(20));
+    let bg = app
+        .post(format!("/sessions/{long}/train"), &train("background"))
+        .await;
+    assert_eq!(bg.expect(202)["state"], "queued");
+    app.expect_problem(
+        Call::new("POST", format!("/sessions/{long}/train"))
+            .json(&json!({"epochs": 5, "wait": false})),
+        409,
+        "conflict",
+    )
+    .await;
+    app.get(format!("/sessions/{long}/training"))
+        .await
+        .expect(200);
+    let stopped = app
+        .call(Call::new("DELETE", format!("/sessions/{long}/training")))
+        .await;
+    if stopped.status == 202 {
+        stopped.expect(202);
+    } else {
+        let j = stopped.expect(200);
+        assert_eq!(j["result"]["status"], "cancelled", "{j}");
+    }
+    app.get(format!("/sessions/{long}/events"))
+        .await
+        .expect(200);
+    app.get(format!("/sessions/{unseeded}/events"))
+        .await
+        .expect(200);
+    for id in [&short, &long] {
+        app.call(Call::new("DELETE", format!("/sessions/{id}")))
+            .await
+            .expect(204);
+    }
+    app.expect_problem(
+        Call::new("DELETE", format!("/sessions/{unseeded}/training")),
+        404,
+        "not_found",
+    )
+    .await;
+    let page = app.get("/").await;
+    page.expect(200);
+    assert!(page.body.contains("<canvas"), "the dashboard has no chart");
     app.get(format!("/sessions/{diverging}/loss"))
         .await
         .expect(200);
@@ -2442,4 +2559,29 @@ async fn a_server_with_a_token_and_small_limits_answers_as_the_spec_says() {
     .await;
     app.get("/sessions").await.expect(200);
     app.assert_conforms();
+}
+
+/// The events of a Server-Sent Events body, each as `{"event", "data"}` (and `id`, `retry`
+/// when given); comment lines are skipped.
+fn sse_events(body: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for block in body.split("\n\n") {
+        let mut event = serde_json::Map::new();
+        for line in block
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with(':'))
+        {
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            let v = match (field, event.get(field)) {
+                ("data", Some(Value::String(prev))) => format!("{prev}\n{value}"),
+                _ => value.to_owned(),
+            };
+            event.insert(field.to_owned(), Value::String(v));
+        }
+        if !event.is_empty() {
+            out.push(Value::Object(event));
+        }
+    }
+    out
 }

@@ -5,8 +5,9 @@
 //! Any replica serves any session; trains on one session take turns across replicas, in
 //! arrival order, with no lost update; a replica killed mid-train releases the session;
 //! idle sessions expire across replicas (not while one is training them); the session cap
-//! and keys are counted in the database; and a stopped PostgreSQL is 503 `unavailable`
-//! until it is back.
+//! and keys are counted in the database; a stopped PostgreSQL is 503 `unavailable`
+//! until it is back; and a background train started on one replica is followed, streamed
+//! and cancelled from the other, and reported `interrupted` there when its replica dies.
 
 #[path = "support/client.rs"]
 mod client;
@@ -46,36 +47,6 @@ async fn start(config: Config) -> ServerProcess {
     tokio::task::spawn_blocking(move || ServerProcess::start(&config))
         .await
         .expect("starting a replica")
-}
-
-/// A session whose epochs take tens of milliseconds in a debug build (a [32, 64, 64, 10]
-/// net on 256 samples), so a run can be caught in progress.
-async fn slow_session(c: &Client) -> String {
-    let id = c
-        .create(
-            &json!({"layers": [32, 64, 64, 10], "init": {"method": "xavier", "seed": 5},
-                        "grad_reduction": "mean", "learning_rate": 0.01}),
-        )
-        .await;
-    let mut s = 11u64;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let x: Vec<Vec<f64>> = (0..256)
-        .map(|_| {
-            (0..32)
-                .map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64)
-                .collect()
-        })
-        .collect();
-    let y: Vec<u64> = (0..256).map(|_| next() % 10).collect();
-    c.put(&format!("/sessions/{id}/dataset"), &json!({"x": x, "y": y}))
-        .await
-        .expect(200);
-    id
 }
 
 /// Advisory locks granted in the database: trains holding a session's turn.
@@ -181,7 +152,7 @@ async fn a_replica_killed_mid_train_releases_the_session_to_the_other() {
     .await;
     let rb = start(replica_config(&url)).await;
     let (a, b) = (Client::new(&ra.base), Client::new(&rb.base));
-    let id = slow_session(&a).await;
+    let id = a.slow_session().await;
     let before = b.get(&format!("/sessions/{id}/weights")).await.expect(200);
 
     let doomed = {
@@ -258,7 +229,7 @@ async fn idle_sessions_expire_on_every_replica_but_not_while_one_trains_them() {
 
     let idle = a.create(&json!({"layers": [4, 3]})).await;
     let busy = a.create(&json!({"layers": [4, 3]})).await;
-    let trained = slow_session(&a).await;
+    let trained = a.slow_session().await;
     // A train longer than the TTL (3 s, by its time limit), on A.
     let train = {
         let a = a.clone();
@@ -457,4 +428,126 @@ async fn keys_and_their_sessions_are_shared_by_replicas() {
     a.get(&s.id)
         .await
         .expect("alice's session after her key went");
+}
+
+/// Background trains across replicas: a job started on A is followed on B (its progress, its
+/// event stream), cancelled from B, and a job whose replica is killed is reported
+/// `interrupted` by the other, with what it had committed, and the session trains on there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_one_replica_is_seen_cancelled_and_cut_from_the_other() {
+    let pg = start_pg().await;
+    let url = pg.fresh_database().await;
+    let fast_commits = |c: Config| Config {
+        job_checkpoint_secs: 0.2,
+        ..c
+    };
+    let mut ra = start(fast_commits(replica_config(&url))).await;
+    let rb = start(fast_commits(replica_config(&url))).await;
+    let (a, b) = (Client::new(&ra.base), Client::new(&rb.base));
+    let id = a.slow_session().await;
+    a.post(
+        &format!("/sessions/{id}/train"),
+        &json!({"epochs": 1_000_000, "wait": false, "return_loss": false}),
+    )
+    .await
+    .expect(202);
+    // B sees it run, and its progress move (A's heartbeats carry it).
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let j = b.get(&format!("/sessions/{id}/training")).await.expect(200);
+        let n = j["epochs_done"].as_u64().unwrap();
+        if j["state"] == "running" && seen.last() != Some(&n) && n > 0 {
+            seen.push(n);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "B never saw A's job make progress: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // B's event stream shows it too: its state, then epochs.
+    let mut events = reqwest::Client::new()
+        .get(format!("{}/sessions/{id}/events", rb.base))
+        .send()
+        .await
+        .expect("GET /events on B");
+    let mut text = String::new();
+    while text.matches("event: epoch").count() < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), events.chunk())
+            .await
+            .expect("B's stream went quiet")
+            .expect("reading B's stream")
+            .expect("B's stream ended early");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(text.starts_with("event: state\n"), "{text}");
+
+    // Cancelled from B: A stops at an epoch boundary, and both say so.
+    let job = b.delete(&format!("/sessions/{id}/training")).await;
+    let job = match job.status {
+        200 => job.json(),
+        _ => {
+            job.expect(202);
+            loop {
+                let j = b.get(&format!("/sessions/{id}/training")).await.expect(200);
+                if j["state"] == "done" {
+                    break j;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(job["result"]["status"], "cancelled", "{job}");
+    let n = job["result"]["epochs_run"].as_u64().unwrap();
+    assert!(n > 0, "{job}");
+    let on_a = a.get(&format!("/sessions/{id}/training")).await.expect(200);
+    assert_eq!(on_a["result"], job["result"], "A and B disagree");
+    let s = a.get(&format!("/sessions/{id}")).await.expect(200);
+    assert_eq!(s["epochs_trained"].as_u64(), Some(n), "{s}");
+    // B's stream ends with done.
+    while let Ok(Some(chunk)) = events.chunk().await {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(text.contains("event: done\n"), "B's stream: {text}");
+
+    // A job on A, and A killed: B reports it interrupted with what A committed.
+    a.post(
+        &format!("/sessions/{id}/train"),
+        &json!({"epochs": 500_000, "wait": false, "return_loss": false}),
+    )
+    .await
+    .expect(202);
+    let started = Instant::now();
+    loop {
+        let j = b.get(&format!("/sessions/{id}/training")).await.expect(200);
+        if j["state"] == "running" && j["epochs_done"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ra.kill9();
+    let started = Instant::now();
+    let job = loop {
+        let j = b.get(&format!("/sessions/{id}/training")).await.expect(200);
+        if j["state"] == "done" {
+            break j;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "B never took the dead replica's job for dead: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(job["result"]["status"], "interrupted", "{job}");
+    let kept = job["result"]["epochs_run"].as_u64().unwrap();
+    let s = b.get(&format!("/sessions/{id}")).await.expect(200);
+    assert_eq!(s["epochs_trained"].as_u64(), Some(n + kept), "{s}");
+    let r = b
+        .post(&format!("/sessions/{id}/train"), &json!({"epochs": 2}))
+        .await
+        .expect(200);
+    assert_eq!(r["epochs_trained"].as_u64(), Some(n + kept + 2), "{r}");
 }

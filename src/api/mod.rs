@@ -2,11 +2,14 @@
 //! Handlers parse, call the core on a blocking worker, and shape the answer.
 
 mod charts;
+mod dashboard;
 mod datasets;
+mod events;
 mod extract;
 mod formats;
 mod grading;
 mod health;
+mod jobs;
 mod metrics;
 mod sessions;
 mod training;
@@ -24,13 +27,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tower_http::LatencyUnit;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
+use crate::jobs::Jobs;
 use crate::store::Store;
 
 /// What every handler shares.
@@ -41,8 +45,13 @@ struct Inner {
     config: Config,
     store: Store,
     workers: Arc<Semaphore>,
-    /// Set when shutdown begins: training runs stop at their next epoch boundary.
+    /// Set when shutdown begins: training runs stop at their next epoch boundary (an atomic:
+    /// the loop reads it every epoch).
     stopping: AtomicBool,
+    /// The same, for tasks that wait for it (event streams end).
+    shutdown: watch::Sender<bool>,
+    /// The background trains this process runs.
+    jobs: Jobs,
     /// The Prometheus recorder's handle; `None` with `--no-metrics`.
     metrics: Option<PrometheusHandle>,
     /// The machine's cores: the threads a train may use on an otherwise idle server.
@@ -67,6 +76,8 @@ impl AppState {
             store,
             workers,
             stopping: AtomicBool::new(false),
+            shutdown: watch::Sender::new(false),
+            jobs: Jobs::default(),
             metrics,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }))
@@ -79,10 +90,21 @@ impl AppState {
     /// Asks running trains to stop at their next epoch boundary (for shutdown).
     pub fn begin_shutdown(&self) {
         self.0.stopping.store(true, Ordering::Relaxed);
+        self.0.shutdown.send_replace(true);
     }
 
     pub fn is_stopping(&self) -> bool {
         self.0.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn stopping(&self) {
+        let mut rx = self.0.shutdown.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.0.jobs
     }
 
     pub fn config(&self) -> &Config {
@@ -95,6 +117,14 @@ impl AppState {
 
     pub fn train_time_limit(&self) -> Duration {
         Duration::from_secs_f64(self.0.config.train_time_limit_secs)
+    }
+
+    pub fn job_time_limit(&self) -> Duration {
+        Duration::from_secs_f64(self.0.config.job_time_limit_secs)
+    }
+
+    pub fn job_checkpoint(&self) -> Duration {
+        Duration::from_secs_f64(self.0.config.job_checkpoint_secs)
     }
 
     /// Threads for a train that holds a worker now: every core when no other job holds one
@@ -159,6 +189,9 @@ pub fn app(state: AppState) -> Router {
         .merge(datasets::router())
         .merge(sessions::router())
         .merge(training::router())
+        .merge(jobs::router())
+        .merge(events::router())
+        .merge(dashboard::router())
         .merge(grading::router())
         .merge(charts::router())
         .merge(metrics::router())
@@ -218,13 +251,18 @@ async fn problem_for_405(resp: Response) -> Response {
     out
 }
 
-/// With `--token`, every route but the health check and the spec needs `Bearer <token>`.
+/// With `--token`, every route but the dashboard, the health checks and the spec needs
+/// `Bearer <token>`.
 /// Runs before routing, so an unknown route without a token is 401, not 404.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = &state.config().token else {
         return next.run(req).await;
     };
-    if matches!(req.uri().path(), "/healthz" | "/readyz" | "/openapi.yaml") {
+    // The dashboard's page holds no data: it loads without a token, then asks for it.
+    if matches!(
+        req.uri().path(),
+        "/" | "/healthz" | "/readyz" | "/openapi.yaml"
+    ) {
         return next.run(req).await;
     }
     let given = req

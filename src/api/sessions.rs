@@ -272,6 +272,9 @@ async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResul
 
 async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     state.store().remove(&id).await?;
+    // A background train of a deleted session has nobody to answer: it stops. (A waiting
+    // train still answers its client, as the contract says.)
+    state.jobs().cancel(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -18,9 +18,10 @@ use super::wire::{
     Int, LabelsWire, Matrices, Rows, Samples, Vectors, bare_sample_hint, python_repr,
 };
 use crate::error::{ApiError, ApiResult};
-use crate::nn::{self, Control, Dataset, TrainStatus, Trainer};
-use crate::store::Session;
-use crate::telemetry::QueuedTraining;
+use crate::jobs::{LiveJob, PUBLISH_EVERY};
+use crate::nn::{self, Control, Dataset, Network, TrainStatus, Trainer};
+use crate::store::{Change, Job, JobCommit, JobStatus, Session};
+use crate::telemetry::{QueuedTraining, RunningTraining};
 
 /// Forward passes below this many multiply-adds run inline; above it, on a worker.
 const COMPUTE_INLINE_MAX: u128 = 200_000;
@@ -66,49 +67,81 @@ impl Drop for CancelOnDrop {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TrainRequest {
-    epochs: Int,
-    return_loss: Option<bool>,
+pub(super) struct TrainRequest {
+    pub epochs: Int,
+    pub return_loss: Option<bool>,
+    /// `false`: a background train (202 and a job); `true` (the default): answer when done.
+    pub wait: Option<bool>,
 }
 
 #[derive(Serialize)]
-struct TrainResponse {
-    status: &'static str,
-    epochs_run: u64,
-    epochs_trained: usize,
-    initial_loss: Option<f64>,
-    final_loss: Option<f64>,
+pub(super) struct TrainResponse {
+    pub status: &'static str,
+    pub epochs_run: u64,
+    pub epochs_trained: usize,
+    pub initial_loss: Option<f64>,
+    pub final_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    loss: Option<Vec<f64>>,
+    pub loss: Option<Vec<f64>>,
 }
 
-async fn train(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    ApiJson(req): ApiJson<TrainRequest>,
-) -> ApiResult<Response> {
-    let entry = state.store().get(&id).await?;
+/// How a run ended, as a train response's `status` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunStatus {
+    Completed,
+    Diverged,
+    /// `--train-time-limit-secs` (or `--job-time-limit-secs`) ran out.
+    TimeLimit,
+    /// Stopped on request: a cancel, a shutdown, a client that went away, a deleted session.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Diverged => "diverged",
+            Self::TimeLimit => "time_limit",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn job_status(self) -> JobStatus {
+        match self {
+            Self::Completed => JobStatus::Completed,
+            Self::Diverged => JobStatus::Diverged,
+            Self::TimeLimit => JobStatus::TimeLimit,
+            Self::Cancelled => JobStatus::Cancelled,
+        }
+    }
+}
+
+/// The number of epochs a train request asks for, checked against `--max-epochs`.
+pub(super) fn requested_epochs(state: &AppState, req: &TrainRequest) -> ApiResult<u64> {
     let max_epochs = state.config().max_epochs;
     let Int(requested) = req.epochs;
-    let epochs = u64::try_from(requested)
+    u64::try_from(requested)
         .ok()
         .filter(|e| (1..=max_epochs).contains(e))
         .ok_or_else(|| {
             ApiError::InvalidValue(format!(
                 "epochs is {requested}; it takes an integer from 1 to {max_epochs}"
             ))
-        })?;
-    let return_loss = req.return_loss.unwrap_or(true);
-    let queued = QueuedTraining::enter();
-    // Trains on one session run one at a time, in arrival order (across replicas too);
-    // waiting holds no worker.
-    let change = state.store().lock(&entry).await?;
-    let snapshot = change.snapshot();
-    let dataset = snapshot
-        .dataset
-        .clone()
-        .ok_or_else(|| ApiError::no_dataset(&id, "training"))?;
-    let have = snapshot.history.len() as u64;
+        })
+}
+
+/// Whether `epochs` more can train on this state of session `id`: it has a dataset, and its
+/// history has room (checked again when the run gets its turn: earlier trains may fill it).
+pub(super) fn check_trainable(
+    state: &AppState,
+    id: &str,
+    s: &Session,
+    epochs: u64,
+) -> ApiResult<()> {
+    if s.dataset.is_none() {
+        return Err(ApiError::no_dataset(id, "training"));
+    }
+    let have = s.history.len() as u64;
     let max_history = state.config().max_history;
     if have.saturating_add(epochs) > max_history {
         return Err(ApiError::TooLarge(format!(
@@ -118,64 +151,231 @@ async fn train(
             max_history - have
         )));
     }
-    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
-    let cancelled = cancel.0.clone();
-    let limit = state.train_time_limit();
-    let server = state.clone();
-    // The run and its commit are a task of their own: a client that goes away stops the
-    // run at the next epoch boundary (the flag), and what was done is still kept.
-    let run = tokio::spawn(async move {
-        let worker = server.clone();
-        let (net, losses, outcome) = worker
+    Ok(())
+}
+
+/// A run's settings besides the session's turn.
+pub(super) struct Run {
+    pub epochs: u64,
+    /// Running time allowed (waiting for the turn or a worker does not count).
+    pub limit: Duration,
+    /// Commit every this long and keep going (background trains); `None`: one commit at the
+    /// end (a waiting train, which a crash leaves as if it never ran).
+    pub checkpoint: Option<Duration>,
+    /// Stops the run at the next epoch boundary, with status `cancelled`.
+    pub cancel: Arc<AtomicBool>,
+    /// A background train's live state: progress is published to it, and each commit
+    /// carries its word to the job's record.
+    pub live: Option<Arc<LiveJob>>,
+}
+
+/// What a run did, committed.
+pub(super) struct Ran {
+    pub session: Arc<Session>,
+    pub epochs_run: u64,
+    pub status: RunStatus,
+    /// The history's length before the run: its losses follow.
+    pub from: usize,
+}
+
+/// Why a run's control hook stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    Cancel,
+    TimeLimit,
+    Checkpoint,
+}
+
+/// One train on the session whose turn `change` holds: the path waiting and background
+/// trains share. The CPU work goes through `state.compute` (so it takes a worker like any
+/// computation), in segments of `run.checkpoint` for background trains, each committed with
+/// its weights and losses before the next; the last commit ends the turn.
+pub(super) async fn run_train(
+    state: &AppState,
+    mut change: Change,
+    run: Run,
+    queued: QueuedTraining,
+) -> ApiResult<Ran> {
+    let snapshot = change.snapshot();
+    let Some(dataset) = snapshot.dataset.clone() else {
+        return Err(ApiError::Internal("a run without a dataset".into()));
+    };
+    let from = snapshot.history.len();
+    let mut queued = Some(queued);
+    let mut running: Option<RunningTraining> = None;
+    let mut net: Option<Network> = None;
+    let mut trainer: Option<Trainer> = None;
+    let mut done = 0u64;
+    let mut spent = Duration::ZERO;
+    loop {
+        let left = run.limit.saturating_sub(spent);
+        let segment = run.checkpoint.map_or(left, |c| c.min(left));
+        let (first, remaining) = (done, run.epochs - done);
+        let (server, data, start) = (state.clone(), dataset.clone(), snapshot.clone());
+        let (cancel, live) = (run.cancel.clone(), run.live.clone());
+        let (was_queued, was_running) = (queued.take(), running.take());
+        let (was_net, was_trainer) = (net.take(), trainer.take());
+        let step = state
             .compute(move || {
-                let running = queued.start();
-                let deadline = Instant::now() + limit;
+                let first_segment = was_running.is_none();
+                let counted = match (was_running, was_queued) {
+                    (Some(r), _) => r,
+                    (None, Some(q)) => q.start(),
+                    (None, None) => QueuedTraining::enter().start(),
+                };
+                let began = Instant::now();
+                let (deadline, segment_end) = (began + left, began + segment);
                 // The only copy a train makes: the weights it updates.
-                let mut net = (*snapshot.net).clone();
-                let mut losses = Vec::new();
+                let mut net = was_net.unwrap_or_else(|| (*start.net).clone());
+                // Every core when no other job holds a worker (chosen again each segment);
+                // the same bits whatever the count.
                 let threads = server.train_threads();
-                running.threads(threads);
-                let mut trainer = Trainer::new(&net, &dataset.data).with_threads(threads);
-                let outcome = trainer.run(&mut net, &dataset.data, epochs, &mut losses, |_| {
-                    if cancelled.load(Ordering::Relaxed)
+                if first_segment {
+                    counted.threads(threads);
+                }
+                let mut trainer = was_trainer
+                    .unwrap_or_else(|| Trainer::new(&net, &data.data))
+                    .with_threads(threads);
+                let mut losses = Vec::new();
+                let mut halt = None;
+                let mut publish_at = began;
+                let outcome = trainer.run(&mut net, &data.data, remaining, &mut losses, |b| {
+                    if cancel.load(Ordering::Relaxed)
                         || server.is_stopping()
-                        || Instant::now() >= deadline
+                        || live.as_ref().is_some_and(|l| l.is_cancelled())
                     {
-                        Control::Stop
-                    } else {
-                        Control::Continue
+                        halt = Some(Halt::Cancel);
+                        return Control::Stop;
                     }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        halt = Some(Halt::TimeLimit);
+                        return Control::Stop;
+                    }
+                    if now >= segment_end {
+                        halt = Some(Halt::Checkpoint);
+                        return Control::Stop;
+                    }
+                    if let Some(l) = &live
+                        && now >= publish_at
+                    {
+                        l.progress(first + b.epoch, b.loss);
+                        publish_at = now + PUBLISH_EVERY;
+                    }
+                    Control::Continue
                 });
-                running.epochs(outcome.epochs_run);
-                (net, losses, outcome)
+                counted.epochs(outcome.epochs_run);
+                let took = began.elapsed();
+                (net, trainer, losses, outcome, halt, counted, took)
             })
             .await?;
-        let s = change.record_train(net, losses, outcome.start_loss).await?;
-        ApiResult::Ok((s, outcome))
-    });
-    let (s, outcome) = run
+        let (trained, kept_trainer, losses, outcome, halt, counted, took) = step;
+        spent += took;
+        done += outcome.epochs_run;
+        let last = losses.last().copied();
+        if let (Some(l), Some(loss)) = (&run.live, last) {
+            // The last epoch of every segment is published, whatever the throttle skipped.
+            l.progress(done, loss);
+        }
+        let job = run.live.as_ref().map(|l| JobCommit {
+            id: l.job().id,
+            epochs_done: done,
+            last_loss: last.or_else(|| l.job().last_loss),
+        });
+        let status = match (outcome.status, halt) {
+            (TrainStatus::Completed, _) => RunStatus::Completed,
+            (TrainStatus::Diverged, _) => RunStatus::Diverged,
+            (TrainStatus::Stopped, Some(Halt::Checkpoint)) => {
+                let s = change
+                    .checkpoint(trained.clone(), losses, outcome.start_loss, job)
+                    .await?;
+                if let Some(l) = &run.live {
+                    l.update(|j| committed(j, done, &s));
+                }
+                (net, trainer, running) = (Some(trained), Some(kept_trainer), Some(counted));
+                continue;
+            }
+            (TrainStatus::Stopped, Some(Halt::TimeLimit)) => RunStatus::TimeLimit,
+            (TrainStatus::Stopped, _) => RunStatus::Cancelled,
+        };
+        let session = change
+            .record_train(trained, losses, outcome.start_loss, job)
+            .await?;
+        if let Some(l) = &run.live {
+            l.update(|j| committed(j, done, &session));
+        }
+        drop(counted);
+        return Ok(Ran {
+            session,
+            epochs_run: done,
+            status,
+            from,
+        });
+    }
+}
+
+/// A job's record after a commit of `done` epochs left the session `s`.
+fn committed(job: &mut Job, done: u64, s: &Session) {
+    job.epochs_done = done;
+    if done > 0 {
+        job.last_loss = s.history.last();
+    }
+    job.epochs_trained = s.history.len() as u64;
+    job.initial_loss = s.initial_loss;
+    job.final_loss = s.history.last();
+}
+
+async fn train(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TrainRequest>,
+) -> ApiResult<Response> {
+    let entry = state.store().get(&id).await?;
+    let epochs = requested_epochs(&state, &req)?;
+    if req.wait == Some(false) {
+        return super::jobs::submit(state, entry, epochs, req.return_loss.unwrap_or(true)).await;
+    }
+    let return_loss = req.return_loss.unwrap_or(true);
+    let queued = QueuedTraining::enter();
+    // Trains on one session run one at a time, in arrival order (across replicas too);
+    // waiting holds no worker.
+    let change = state.store().lock(&entry).await?;
+    check_trainable(&state, &id, &change.snapshot(), epochs)?;
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let run = Run {
+        epochs,
+        limit: state.train_time_limit(),
+        checkpoint: None,
+        cancel: cancel.0.clone(),
+        live: None,
+    };
+    // The run and its commit are a task of their own: a client that goes away stops the
+    // run at the next epoch boundary (the flag), and what was done is still kept.
+    let server = state.clone();
+    let ran = tokio::spawn(async move { run_train(&server, change, run, queued).await })
         .await
         .map_err(|e| ApiError::Internal(format!("a train failed: {e}")))??;
     drop(cancel);
-    let have = usize::try_from(have).unwrap_or(usize::MAX);
+    let Ran {
+        session: s,
+        epochs_run,
+        status,
+        from,
+    } = ran;
     let numbers = if return_loss {
-        s.history.len() - have
+        s.history.len() - from
     } else {
         0
     };
     state
         .json(numbers, move || {
             serde_json::to_vec(&TrainResponse {
-                status: match outcome.status {
-                    TrainStatus::Completed => "completed",
-                    TrainStatus::Diverged => "diverged",
-                    TrainStatus::Stopped => "time_limit",
-                },
-                epochs_run: outcome.epochs_run,
+                status: status.as_str(),
+                epochs_run,
                 epochs_trained: s.history.len(),
                 initial_loss: s.initial_loss,
                 final_loss: s.history.last(),
-                loss: return_loss.then(|| s.history.page(have, s.history.len())),
+                loss: return_loss.then(|| s.history.page(from, s.history.len())),
             })
         })
         .await

@@ -24,6 +24,6 @@ pub use init::Init;
 pub use network::{Activation, GradReduction, Grads, MAX_LAYERS, NetConfig, Network, Params};
 pub use rng::NumpyRandom;
 pub use train::{
-    Control, LayerTrace, Prediction, Trace, TrainOutcome, TrainStatus, Trainer, gradients, predict,
-    trace,
+    Boundary, Control, LayerTrace, Prediction, Trace, TrainOutcome, TrainStatus, Trainer,
+    gradients, predict, trace,
 };

@@ -472,6 +472,15 @@ fn softmax(probs: &mut [f64], width: usize, y: Option<&[f64]>, loss: &mut [f64])
     finite
 }
 
+/// Where a run stands at an epoch boundary, as the control hook sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Boundary {
+    /// Updates this run has applied so far (0-based index of the epoch about to run).
+    pub epoch: u64,
+    /// The loss at the current weights: the last one appended, or the run's starting loss.
+    pub loss: f64,
+}
+
 /// What the control hook tells the loop at an epoch boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -568,7 +577,8 @@ impl Trainer {
 
     /// Runs up to `epochs` updates, appending the loss after each to `history`.
     ///
-    /// `control(e)` is called before epoch `e` (0-based) and may stop the run there. The
+    /// `control` is called before each epoch (with the epoch's 0-based index and the loss at
+    /// the current weights, so a caller can report progress) and may stop the run there. The
     /// loss after update k comes from epoch k+1's forward pass, so a run of N epochs costs
     /// N + 1 forward passes: one more than the updates, once per call.
     ///
@@ -581,7 +591,7 @@ impl Trainer {
         data: &Dataset,
         epochs: u64,
         history: &mut Vec<f64>,
-        mut control: impl FnMut(u64) -> Control,
+        mut control: impl FnMut(Boundary) -> Control,
     ) -> TrainOutcome {
         // A trainer kept across calls may meet another dataset size or network: resize
         // rather than hand the products buffers of the wrong shape.
@@ -615,8 +625,13 @@ impl Trainer {
         let lr = config.learning_rate;
         let mut status = TrainStatus::Completed;
         let mut run = 0;
+        let mut current = start;
         while run < epochs {
-            if control(run) == Control::Stop {
+            if control(Boundary {
+                epoch: run,
+                loss: current,
+            }) == Control::Stop
+            {
                 status = TrainStatus::Stopped;
                 break;
             }
@@ -638,6 +653,7 @@ impl Trainer {
             }
             std::mem::swap(net.params_mut(), &mut self.next);
             history.push(loss);
+            current = loss;
             run += 1;
         }
         TrainOutcome {

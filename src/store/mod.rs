@@ -34,6 +34,7 @@
 //! `expires_at` comes back exactly after a restart.
 
 mod history;
+mod jobs;
 mod memory;
 mod sql;
 
@@ -51,6 +52,9 @@ use crate::datasets::StoredDataset;
 use crate::nn::{Init, Network};
 
 pub use history::History;
+pub use jobs::{Job, JobCommit, JobError, JobState, JobStatus, STALE_AFTER_MS};
+
+use jobs::JobSlot;
 
 /// How a session's weights were initialised, as the API echoes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +127,9 @@ pub enum StoreError {
     TooManySessions { limit: usize, owner: Option<String> },
     #[error("a key named {0:?} exists")]
     KeyExists(String),
+    /// The session has a background train queued or running (this one).
+    #[error("a job is queued or running")]
+    JobActive(Box<Job>),
     /// The database does not answer (down, unreachable, out of disk); worth a retry.
     #[error("the database does not answer: {0}")]
     Unavailable(String),
@@ -203,7 +210,7 @@ pub struct Limits {
 const APPEND_INLINE_MAX: usize = 1 << 16;
 
 /// Unix milliseconds now.
-fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -242,6 +249,8 @@ pub struct Entry {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The TTL clock: Unix second (rounded up) of the last request that named it.
     touched: AtomicI64,
+    /// Its current or last background train, as far as this process knows it.
+    job: JobSlot,
 }
 
 impl Entry {
@@ -263,6 +272,7 @@ impl Entry {
             state: RwLock::new(Published { session, stamp }),
             writer: Arc::new(tokio::sync::Mutex::new(())),
             touched: AtomicI64::new(touched),
+            job: JobSlot::default(),
         }
     }
 
@@ -316,6 +326,8 @@ struct Inner {
     /// `None` for `--database memory`.
     db: Option<sql::Db>,
     limits: Limits,
+    /// This process, as the runner of the jobs it starts: a UUID made at each start.
+    instance: String,
 }
 
 impl Store {
@@ -331,7 +343,19 @@ impl Store {
             keys: memory::Keys::default(),
             db,
             limits,
+            instance: Uuid::new_v4().hyphenated().to_string(),
         })))
+    }
+
+    /// This process's name as a job runner (new at every start).
+    pub fn instance(&self) -> &str {
+        &self.0.instance
+    }
+
+    /// Whether other processes share the database (PostgreSQL): then jobs may run elsewhere,
+    /// and what this process caches of them may be behind.
+    pub fn is_shared(&self) -> bool {
+        self.0.db.as_ref().is_some_and(|db| !db.is_sole_writer())
     }
 
     /// Where the sessions are kept, for the start-up log line.
@@ -372,7 +396,7 @@ impl Store {
         let owner_name = owner.map(|o| o.name.to_owned());
         let Some(db) = &self.0.db else {
             return self.0.sessions.insert_capped(max, owner, |seq| {
-                Entry::new(
+                let e = Entry::new(
                     id,
                     seq,
                     created_at,
@@ -380,7 +404,10 @@ impl Store {
                     touched,
                     session,
                     Stamp::default(),
-                )
+                );
+                // A new session has no job (a loaded one's is read when first asked for).
+                e.job.set(None);
+                e
             });
         };
         let row = sql::NewRow {
@@ -398,6 +425,7 @@ impl Store {
         let entry = Arc::new(Entry::new(
             id, seq, created_at, owner_name, touched, session, stamp,
         ));
+        entry.job.set(None);
         Ok(self.0.sessions.insert_if_absent(entry))
     }
 
@@ -689,6 +717,124 @@ impl Store {
             Some(db) => db.key_by_hash(hash).await,
         }
     }
+
+    /// Records `job` as the session's new job, unless one is queued or running: then
+    /// [`StoreError::JobActive`] with that one. (One statement decides, so two replicas
+    /// cannot both start one.)
+    pub async fn submit_job(&self, entry: &Arc<Entry>, job: Job) -> StoreResult<Job> {
+        let Some(db) = &self.0.db else {
+            return entry.job.update(|slot| {
+                let current = slot.get_or_insert(None);
+                match current {
+                    Some(j) if j.is_active() => Err(StoreError::JobActive(Box::new(j.clone()))),
+                    _ => {
+                        *current = Some(job.clone());
+                        Ok(job)
+                    }
+                }
+            });
+        };
+        // A job a dead replica left "running" is marked interrupted first, so it does not
+        // hold the session's jobs forever.
+        self.job(entry).await?;
+        match db.submit_job(&entry.id, &job).await {
+            Ok(()) => {
+                entry.job.set(Some(job.clone()));
+                Ok(job)
+            }
+            Err(StoreError::JobActive(_)) => match self.read_job(db, entry).await? {
+                Some(current) => Err(StoreError::JobActive(Box::new(current))),
+                // Finished in between: take the free place.
+                None => Box::pin(self.submit_job(entry, job)).await,
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The session's current or last job. On PostgreSQL, a job whose runner (another replica)
+    /// has gone silent is marked interrupted here, with what it had committed.
+    pub async fn job(&self, entry: &Arc<Entry>) -> StoreResult<Option<Job>> {
+        let Some(db) = &self.0.db else {
+            return Ok(entry.job.get().flatten());
+        };
+        if db.is_sole_writer()
+            && let Some(known) = entry.job.get()
+        {
+            return Ok(known);
+        }
+        let job = self.read_job(db, entry).await?;
+        match job {
+            Some(j) if self.is_shared() && j.is_stale(&self.0.instance, now_millis()) => {
+                db.interrupt_job(&j.id, now_millis() - STALE_AFTER_MS)
+                    .await?;
+                tracing::warn!(session = %entry.id, job = %j.id, runner = %j.runner,
+                    "a job's runner went silent; marked interrupted");
+                self.read_job(db, entry).await
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn read_job(&self, db: &sql::Db, entry: &Arc<Entry>) -> StoreResult<Option<Job>> {
+        let job = db.job(&entry.id).await?;
+        if db.is_sole_writer() {
+            entry.job.set(job.clone());
+        }
+        Ok(job)
+    }
+
+    /// Writes a job's new state (started, finished) by its id; false if the session no longer
+    /// holds it. A cancel asked meanwhile is kept.
+    pub async fn save_job(&self, entry: &Arc<Entry>, job: &Job) -> StoreResult<bool> {
+        let cached = entry.job.update(|slot| match slot {
+            Some(Some(current)) if current.id == job.id => {
+                let cancel = current.cancel_requested;
+                *current = job.clone();
+                current.cancel_requested |= cancel;
+                true
+            }
+            _ => false,
+        });
+        match &self.0.db {
+            None => Ok(cached),
+            Some(db) => db.save_job(job).await,
+        }
+    }
+
+    /// Asks the session's queued or running job to stop (its runner, on whichever replica,
+    /// stops at its next epoch boundary); the job as it stands, or `None` if it has none.
+    pub async fn cancel_job(&self, entry: &Arc<Entry>) -> StoreResult<Option<Job>> {
+        entry.job.update(|slot| {
+            if let Some(Some(j)) = slot
+                && j.is_active()
+            {
+                j.cancel_requested = true;
+            }
+        });
+        if let Some(db) = &self.0.db {
+            db.cancel_job(&entry.id).await?;
+        }
+        self.job(entry).await
+    }
+
+    /// A runner's heartbeat (PostgreSQL): says it is alive and how far it got, and hears
+    /// whether a cancel was asked. `None` if the job is gone (its session deleted, or marked
+    /// interrupted by a replica that took it for dead).
+    pub async fn beat_job(
+        &self,
+        entry: &Arc<Entry>,
+        job_id: &str,
+        live: (u64, Option<f64>),
+    ) -> StoreResult<Option<bool>> {
+        match &self.0.db {
+            Some(db) if !db.is_sole_writer() => db.beat_job(job_id, now_millis(), live).await,
+            _ => Ok(entry
+                .job
+                .get()
+                .flatten()
+                .and_then(|j| (j.id == job_id && j.is_active()).then_some(j.cancel_requested))),
+        }
+    }
 }
 
 /// A session's turn to change: see [`Store::lock`]. Each way to finish it commits to the
@@ -707,28 +853,60 @@ impl Change {
     }
 
     /// Replaces the dataset; the weights and history stay.
-    pub async fn set_dataset(self, dataset: Arc<StoredDataset>) -> StoreResult<Arc<Session>> {
+    pub async fn set_dataset(mut self, dataset: Arc<StoredDataset>) -> StoreResult<Arc<Session>> {
         let mut s = (*self.snapshot()).clone();
         s.dataset = Some(dataset);
         self.commit(s, sql::Part::Dataset).await
     }
 
-    /// New weights (the network's), and with them a new, empty history.
-    pub async fn set_network(self, net: Network) -> StoreResult<Arc<Session>> {
+    /// New weights (the network's), and with them a new, empty history (which drops the
+    /// losses of the session's last job from its result).
+    pub async fn set_network(mut self, net: Network) -> StoreResult<Arc<Session>> {
         let mut s = (*self.snapshot()).clone();
         s.net = Arc::new(net);
         s.history = History::default();
         s.initial_loss = None;
-        self.commit(s, sql::Part::Weights).await
+        let s = self.commit(s, sql::Part::Weights).await?;
+        self.entry.job.update(|slot| {
+            if let Some(Some(j)) = slot {
+                j.first_epoch = None;
+            }
+        });
+        Ok(s)
     }
 
     /// A train's result: the trained network, the losses it appended, and the loss at its
-    /// starting weights (which becomes `initial_loss` if the history had none).
+    /// starting weights (which becomes `initial_loss` if the history had none). A background
+    /// train's `job` word is written in the same transaction.
     pub async fn record_train(
-        self,
+        mut self,
         net: Network,
         losses: Vec<f64>,
         start_loss: Option<f64>,
+        job: Option<JobCommit>,
+    ) -> StoreResult<Arc<Session>> {
+        self.trained(net, losses, start_loss, job).await
+    }
+
+    /// A checkpoint of a long train: commits what it has done so far as [`Self::record_train`]
+    /// does (weights and appended losses, atomically, with the job's progress), and keeps
+    /// the session's turn for the rest of the run.
+    pub async fn checkpoint(
+        &mut self,
+        net: Network,
+        losses: Vec<f64>,
+        start_loss: Option<f64>,
+        job: Option<JobCommit>,
+    ) -> StoreResult<Arc<Session>> {
+        self.trained(net, losses, start_loss, job).await
+    }
+
+    async fn trained(
+        &mut self,
+        net: Network,
+        losses: Vec<f64>,
+        start_loss: Option<f64>,
+        job: Option<JobCommit>,
     ) -> StoreResult<Arc<Session>> {
         let before = self.snapshot();
         let mut s = (*before).clone();
@@ -741,10 +919,33 @@ impl Change {
         s.net = Arc::new(net);
         let from = before.history.len();
         let losses = Arc::new(losses);
-        self.commit(s, sql::Part::Trained { from, losses }).await
+        let session = self
+            .commit(
+                s,
+                sql::Part::Trained {
+                    from,
+                    losses,
+                    job: job.clone(),
+                },
+            )
+            .await?;
+        if let Some(commit) = job {
+            self.entry.job.update(|slot| {
+                if let Some(Some(j)) = slot
+                    && j.id == commit.id
+                {
+                    j.epochs_done = commit.epochs_done;
+                    j.last_loss = commit.last_loss;
+                    j.epochs_trained = session.history.len() as u64;
+                    j.initial_loss = session.initial_loss;
+                    j.final_loss = session.history.last();
+                }
+            });
+        }
+        Ok(session)
     }
 
-    async fn commit(mut self, mut session: Session, part: sql::Part) -> StoreResult<Arc<Session>> {
+    async fn commit(&mut self, mut session: Session, part: sql::Part) -> StoreResult<Arc<Session>> {
         let (_, stamp) = self.entry.stamped();
         let touched = clock_second(now_millis());
         let new_stamp = match &self.store.0.db {
@@ -905,7 +1106,7 @@ mod tests {
         let long: Vec<f64> = (0..APPEND_INLINE_MAX + 5).map(|k| k as f64).collect();
         let change = store.lock(&entry).await.unwrap();
         let s = change
-            .record_train(net.clone(), long.clone(), Some(-1.0))
+            .record_train(net.clone(), long.clone(), Some(-1.0), None)
             .await
             .unwrap();
         assert_eq!(
@@ -914,7 +1115,10 @@ mod tests {
         );
         let before = entry.snapshot();
         let change = store.lock(&entry).await.unwrap();
-        let s = change.record_train(net, vec![0.5], None).await.unwrap();
+        let s = change
+            .record_train(net, vec![0.5], None, None)
+            .await
+            .unwrap();
         assert_eq!(s.history.len(), long.len() + 1);
         assert_eq!(
             s.history.page(long.len() - 1, usize::MAX),

@@ -192,7 +192,12 @@ async fn trainings_running_and_queued_follow_the_trains() {
             m.get("backprop_trainings_running"),
             m.get("backprop_trainings_queued"),
         );
-        assert!(now.0 <= 1.0 && now.1 <= 1.0, "running, queued = {now:?}");
+        // Both may count as queued for an instant: the first has the session's turn and
+        // waits for its worker.
+        assert!(
+            now.0 <= 1.0 && now.0 + now.1 <= 2.0,
+            "running, queued = {now:?}"
+        );
         if now == (1.0, 1.0) {
             seen = now;
             break;

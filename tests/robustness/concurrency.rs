@@ -339,6 +339,6 @@ async fn health_p99_stays_under_50_ms_while_every_worker_trains() {
     server.shut_down();
     for run in runs {
         let (r, _) = run.await.unwrap();
-        assert_eq!(r.expect_json(200)["status"], "time_limit");
+        assert_eq!(r.expect_json(200)["status"], "cancelled");
     }
 }

@@ -1,6 +1,7 @@
 //! Shutdown during training (SIGTERM): the running train stops at an epoch boundary and
-//! answers with what it did, a queued one answers too, and the process exits within a bounded
-//! time, well before the training time limit or the shutdown grace period would end it.
+//! answers with what it did (status `cancelled`: stopped by the shutdown, not by its time
+//! limit), a queued one answers too, and the process exits within a bounded time, well before
+//! the training time limit or the shutdown grace period would end it.
 
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ async fn sigterm_during_a_train_answers_it_and_the_process_exits_promptly() {
         .expect("the train task");
     let answered = asked.elapsed();
     let r = r.expect_json(200);
-    assert_eq!(r["status"], "time_limit", "the running train: {r}");
+    assert_eq!(r["status"], "cancelled", "the running train: {r}");
     let n = r["epochs_run"].as_u64().unwrap();
     assert!(n > 0, "the running train ran no epoch: {r}");
     assert_eq!(
@@ -54,7 +55,7 @@ async fn sigterm_during_a_train_answers_it_and_the_process_exits_promptly() {
         .expect("the queued train did not answer within 10 s of shutdown")
         .expect("the queued train task");
     let q = q.expect_json(200);
-    assert_eq!(q["status"], "time_limit", "the queued train: {q}");
+    assert_eq!(q["status"], "cancelled", "the queued train: {q}");
 
     let process = &mut server.process;
     let exited = tokio::task::block_in_place(|| process.wait_exit(Duration::from_secs(10)))

@@ -122,4 +122,36 @@ impl Client {
         let s = self.post("/sessions", body).await.expect(201);
         s["id"].as_str().expect("a string id").to_owned()
     }
+
+    /// A session whose epochs take milliseconds in a debug build (a [32, 64, 64, 10] net on
+    /// 256 samples), so a run can be caught in progress.
+    pub async fn slow_session(&self) -> String {
+        let id = self
+            .create(&serde_json::json!({"layers": [32, 64, 64, 10],
+                "init": {"method": "xavier", "seed": 5},
+                "grad_reduction": "mean", "learning_rate": 0.01}))
+            .await;
+        let mut s = 11u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let x: Vec<Vec<f64>> = (0..256)
+            .map(|_| {
+                (0..32)
+                    .map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64)
+                    .collect()
+            })
+            .collect();
+        let y: Vec<u64> = (0..256).map(|_| next() % 10).collect();
+        self.put(
+            &format!("/sessions/{id}/dataset"),
+            &serde_json::json!({"x": x, "y": y}),
+        )
+        .await
+        .expect(200);
+        id
+    }
 }

@@ -42,7 +42,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::codec::DatasetRow;
 use super::{
-    History, KeyInfo, KeyRecord, Location, Owner, Session, Stamp, StoreError, StoreResult,
+    History, Job, JobCommit, KeyInfo, KeyRecord, Location, Owner, Session, Stamp, StoreError,
+    StoreResult,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -93,12 +94,24 @@ pub(super) enum Part {
     Dataset,
     /// New weights, and a new, empty history.
     Weights,
-    /// A train: new weights, `losses` appended to the history at `from`, `initial_loss`.
+    /// A train: new weights, `losses` appended to the history at `from`, `initial_loss`,
+    /// and a background train's progress.
     Trained {
         from: usize,
         /// Shared, so the encoding can run on the blocking pool without a copy.
         losses: Arc<Vec<f64>>,
+        job: Option<JobCommit>,
     },
+}
+
+/// A job's progress as a train's commit writes it, with the session's numbers after it.
+pub(super) struct JobCommitRow {
+    pub id: String,
+    pub epochs_done: i64,
+    pub last_loss: Option<f64>,
+    pub epochs_trained: i64,
+    pub initial_loss: Option<f64>,
+    pub final_loss: Option<f64>,
 }
 
 /// A session's row as far as a replica needs it to tell whether its copy is current.
@@ -210,9 +223,26 @@ enum Op {
         losses: Vec<u8>,
         epochs: i64,
         initial_loss: Option<f64>,
+        job: Option<JobCommitRow>,
     },
     CreateKey(KeyRecord),
     DeleteKey(String),
+    /// A new job for the session `id`, unless it has one queued or running.
+    SubmitJob {
+        id: String,
+        job: Box<Job>,
+    },
+    /// A job's new state, by the job's id (its cancel flag is left as it is).
+    SaveJob(Box<Job>),
+    /// Asks the session's queued or running job to stop.
+    CancelJob {
+        id: String,
+    },
+    /// Marks a job interrupted if it is unfinished and its heartbeat is before `cutoff`.
+    InterruptJob {
+        job: String,
+        cutoff: i64,
+    },
 }
 
 /// What a write did.
@@ -322,7 +352,7 @@ enum Backend {
 }
 
 struct Lite {
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<Write>,
     readers: SqlitePool,
     /// Held open for the process's life: the exclusive lock on the file.
     _lock: File,
@@ -359,7 +389,7 @@ impl Drop for SessionLock {
     }
 }
 
-struct Job {
+struct Write {
     op: Op,
     done: oneshot::Sender<StoreResult<Done>>,
 }
@@ -416,7 +446,7 @@ impl Db {
             Backend::Sqlite(lite) => {
                 let (done, answer) = oneshot::channel();
                 lite.writer
-                    .send(Job { op, done })
+                    .send(Write { op, done })
                     .await
                     .map_err(|_| StoreError::Unavailable("the SQLite writer stopped".into()))?;
                 answer
@@ -706,14 +736,14 @@ impl Db {
                     params,
                 }
             }
-            Part::Trained { from, losses } => {
+            Part::Trained { from, losses, job } => {
                 let net = session.net.clone();
                 let (trained, n) = (!losses.is_empty(), losses.len());
                 // Up to a million losses and the weights: encoded on the blocking pool when big.
-                let losses = losses.clone();
-                let (params, blob) = off_runtime(param_count(session) + losses.len(), move || {
+                let shared = losses.clone();
+                let (params, blob) = off_runtime(param_count(session) + n, move || {
                     let params = trained.then(|| codec::params_blob(net.params()));
-                    (params, codec::blob(losses.iter(), losses.len()))
+                    (params, codec::blob(shared.iter(), shared.len()))
                 })
                 .await?;
                 Op::Trained {
@@ -725,6 +755,14 @@ impl Db {
                     losses: blob,
                     epochs: i64::try_from(from + n).unwrap_or(i64::MAX),
                     initial_loss: session.initial_loss,
+                    job: job.as_ref().map(|j| JobCommitRow {
+                        id: j.id.clone(),
+                        epochs_done: i64::try_from(j.epochs_done).unwrap_or(i64::MAX),
+                        last_loss: j.last_loss,
+                        epochs_trained: i64::try_from(from + n).unwrap_or(i64::MAX),
+                        initial_loss: session.initial_loss,
+                        final_loss: losses.last().copied().or(session.history.last()),
+                    }),
                 }
             }
         };
@@ -752,6 +790,72 @@ impl Db {
         Ok(Self::existed(
             self.write(Op::DeleteKey(name.to_owned()), None).await?,
         ))
+    }
+
+    /// Records a new job for the session `id`: [`StoreError::JobActive`] if it has one queued
+    /// or running, [`StoreError::NotFound`] if the session is gone.
+    pub async fn submit_job(&self, id: &str, job: &Job) -> StoreResult<()> {
+        let op = Op::SubmitJob {
+            id: id.to_owned(),
+            job: Box::new(job.clone()),
+        };
+        self.write(op, None).await.map(drop)
+    }
+
+    /// The session's current or last job.
+    pub async fn job(&self, id: &str) -> StoreResult<Option<Job>> {
+        Ok(match &self.backend {
+            Backend::Sqlite(lite) => {
+                queries::sqlite::job(&mut *lite.readers.acquire().await?, id).await?
+            }
+            Backend::Postgres(pool) => {
+                queries::postgres::job(&mut *pool.acquire().await?, id).await?
+            }
+        })
+    }
+
+    /// Writes a job's state by its id; false if no such job is stored.
+    pub async fn save_job(&self, job: &Job) -> StoreResult<bool> {
+        Ok(Self::existed(
+            self.write(Op::SaveJob(Box::new(job.clone())), None).await?,
+        ))
+    }
+
+    pub async fn cancel_job(&self, id: &str) -> StoreResult<bool> {
+        let op = Op::CancelJob { id: id.to_owned() };
+        Ok(Self::existed(self.write(op, None).await?))
+    }
+
+    /// Marks the job interrupted if it is unfinished and has not beaten since `cutoff`.
+    pub async fn interrupt_job(&self, job: &str, cutoff: i64) -> StoreResult<bool> {
+        let op = Op::InterruptJob {
+            job: job.to_owned(),
+            cutoff,
+        };
+        Ok(Self::existed(self.write(op, None).await?))
+    }
+
+    /// A runner's heartbeat (PostgreSQL): its progress in, the cancel flag out; `None` if the
+    /// job is no longer an unfinished one.
+    pub async fn beat_job(
+        &self,
+        job: &str,
+        now: i64,
+        (epochs, loss): (u64, Option<f64>),
+    ) -> StoreResult<Option<bool>> {
+        let Backend::Postgres(pool) = &self.backend else {
+            return Err(StoreError::Internal("only PostgreSQL jobs beat".into()));
+        };
+        Ok(sqlx::query_scalar(
+            "UPDATE jobs SET heartbeat_at = $2, live_epochs = $3, live_loss = $4 \
+             WHERE id = $1 AND state <> 'done' RETURNING cancel_requested",
+        )
+        .bind(job)
+        .bind(now)
+        .bind(i64::try_from(epochs).unwrap_or(i64::MAX))
+        .bind(loss)
+        .fetch_optional(pool)
+        .await?)
     }
 
     pub async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
@@ -925,6 +1029,22 @@ async fn open_sqlite(path: &Path) -> StoreResult<Db> {
         .run(&mut conn)
         .await
         .map_err(|e| migrate_error(&shown, &SQLITE_MIGRATIONS, e))?;
+    // One process per file: a job still unfinished here was cut by the last one's end (a
+    // crash, a kill -9). What it committed stands; it is reported interrupted.
+    let cut = sqlx::query(
+        "UPDATE jobs SET state = 'done', status = 'interrupted', live_epochs = epochs_done, \
+         live_loss = last_loss WHERE state <> 'done'",
+    )
+    .execute(&mut conn)
+    .await
+    .map_err(opened)?
+    .rows_affected();
+    if cut > 0 {
+        tracing::warn!(
+            jobs = cut,
+            "background trains cut by the last process's end are marked interrupted"
+        );
+    }
     let writer_options = options
         .clone()
         .journal_mode(SqliteJournalMode::Wal)
@@ -959,7 +1079,7 @@ fn absolute(path: &Path) -> PathBuf {
 async fn write_loop(
     mut conn: SqliteConnection,
     options: SqliteConnectOptions,
-    mut jobs: mpsc::Receiver<Job>,
+    mut jobs: mpsc::Receiver<Write>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -1007,7 +1127,7 @@ async fn write_loop(
 /// then asks why each change that wrote nothing did not.
 async fn write_batch(
     conn: &mut SqliteConnection,
-    batch: &[Job],
+    batch: &[Write],
 ) -> Result<Vec<StoreResult<Done>>, sqlx::Error> {
     let mut sql = String::from("BEGIN IMMEDIATE;\n");
     let mut args = Vec::new();

@@ -10,9 +10,9 @@
 use sqlx::Row;
 
 use super::codec::DatasetRow;
-use super::writes::{Arg, Report, Stmt, own_text};
+use super::writes::{Arg, JOB_COLUMNS, Report, Stmt, own_text};
 use super::{DatasetRead, Done, Op, RawSession, RowState, Since};
-use crate::store::{KeyInfo, KeyRecord, Stamp, StoreError};
+use crate::store::{Job, JobError, JobState, JobStatus, KeyInfo, KeyRecord, Stamp, StoreError};
 
 fn too_many(limit: i64, owner: Option<&str>) -> Done {
     Done::Refused(StoreError::TooManySessions {
@@ -105,6 +105,11 @@ macro_rules! dialect {
                              stored one; refused rather than lose an update"
                         ))))
                     }
+                    Op::SubmitJob { id, job } => Ok(Done::Refused(if row(c, id).await?.is_none() {
+                        StoreError::NotFound(id.clone())
+                    } else {
+                        StoreError::JobActive(Box::new((**job).clone()))
+                    })),
                     _ => Ok(Done::Refused(StoreError::Internal(
                         "a change reported nothing".into(),
                     ))),
@@ -290,6 +295,63 @@ macro_rules! dialect {
                     })
                 })
                 .collect()
+            }
+
+            /// The job of the session `id` (its current or last), if it ever had one.
+            pub async fn job(c: &mut Conn, id: &str) -> Result<Option<Job>, sqlx::Error> {
+                let text = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs \
+                     WHERE session = (SELECT seq FROM sessions WHERE id = $1)"
+                );
+                let Some(r) = sqlx::query(&text).bind(id).fetch_optional(&mut *c).await? else {
+                    return Ok(None);
+                };
+                let count = |name: &str| -> Result<u64, sqlx::Error> {
+                    let v: i64 = r.try_get(name)?;
+                    Ok(u64::try_from(v).unwrap_or(0))
+                };
+                let damaged = |what: String| sqlx::Error::Decode(what.into());
+                let state: String = r.try_get("state")?;
+                let status: Option<String> = r.try_get("status")?;
+                let error_status: Option<i64> = r.try_get("error_status")?;
+                let first_epoch: Option<i64> = r.try_get("first_epoch")?;
+                Ok(Some(Job {
+                    id: r.try_get("id")?,
+                    runner: r.try_get("runner")?,
+                    state: JobState::parse(&state)
+                        .ok_or_else(|| damaged(format!("a job's state is {state:?}")))?,
+                    epochs_requested: count("epochs_requested")?,
+                    return_loss: r.try_get("return_loss")?,
+                    submitted_at: r.try_get("submitted_at")?,
+                    started_at: r.try_get("started_at")?,
+                    heartbeat_at: r.try_get("heartbeat_at")?,
+                    cancel_requested: r.try_get("cancel_requested")?,
+                    first_epoch: first_epoch.and_then(|v| u64::try_from(v).ok()),
+                    epochs_done: count("epochs_done")?,
+                    last_loss: r.try_get("last_loss")?,
+                    epochs_trained: count("epochs_trained")?,
+                    initial_loss: r.try_get("initial_loss")?,
+                    final_loss: r.try_get("final_loss")?,
+                    live_epochs: count("live_epochs")?,
+                    live_loss: r.try_get("live_loss")?,
+                    status: match status {
+                        None => None,
+                        Some(s) => Some(
+                            JobStatus::parse(&s)
+                                .ok_or_else(|| damaged(format!("a job's status is {s:?}")))?,
+                        ),
+                    },
+                    error: match error_status {
+                        None => None,
+                        Some(status) => Some(JobError {
+                            status: u16::try_from(status).unwrap_or(500),
+                            code: r.try_get::<Option<String>, _>("error_code")?.unwrap_or_default(),
+                            detail: r
+                                .try_get::<Option<String>, _>("error_detail")?
+                                .unwrap_or_default(),
+                        }),
+                    },
+                }))
             }
 
             pub async fn key_by_hash(c: &mut Conn, hash: &str) -> Result<Option<KeyRecord>, sqlx::Error> {

@@ -17,7 +17,7 @@
 //! PostgreSQL does here already.)
 
 use super::{Done, Op};
-use crate::store::{Stamp, StoreError};
+use crate::store::{Job, Stamp, StoreError};
 
 /// A bound value.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +58,53 @@ fn text(s: &str) -> Arg<'_> {
 
 fn blob(b: &[u8]) -> Arg<'_> {
     Arg::Blob(Some(b))
+}
+
+fn int(v: u64) -> Arg<'static> {
+    Arg::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// A job's columns after `session`, in the order of [`JOB_COLUMNS`].
+fn job_args(j: &Job) -> Vec<Arg<'_>> {
+    vec![
+        text(&j.id),
+        text(&j.runner),
+        text(j.state.as_str()),
+        int(j.epochs_requested),
+        Arg::Bool(j.return_loss),
+        Arg::Int(j.submitted_at),
+        Arg::MaybeInt(j.started_at),
+        Arg::Int(j.heartbeat_at),
+        Arg::Bool(j.cancel_requested),
+        Arg::MaybeInt(j.first_epoch.map(|v| i64::try_from(v).unwrap_or(i64::MAX))),
+        int(j.epochs_done),
+        Arg::Real(j.last_loss),
+        int(j.epochs_trained),
+        Arg::Real(j.initial_loss),
+        Arg::Real(j.final_loss),
+        int(j.live_epochs),
+        Arg::Real(j.live_loss),
+        Arg::Text(j.status.map(|s| s.as_str())),
+        Arg::MaybeInt(j.error.as_ref().map(|e| i64::from(e.status))),
+        Arg::Text(j.error.as_ref().map(|e| e.code.as_str())),
+        Arg::Text(j.error.as_ref().map(|e| e.detail.as_str())),
+    ]
+}
+
+/// A job's columns (but `session`), as [`job_args`] binds them and `queries::job` reads them.
+pub(super) const JOB_COLUMNS: &str = "id, runner, state, epochs_requested, return_loss, \
+    submitted_at, started_at, heartbeat_at, cancel_requested, first_epoch, epochs_done, \
+    last_loss, epochs_trained, initial_loss, final_loss, live_epochs, live_loss, status, \
+    error_status, error_code, error_detail";
+
+/// What job statements return in the place of a session's stamp.
+macro_rules! job_report {
+    ($sql:literal) => {
+        concat!(
+            $sql,
+            " RETURNING $TAG, session, CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT)"
+        )
+    };
 }
 
 /// A change's first statement: it returns its tag and the session's `seq` and stamp.
@@ -206,6 +253,12 @@ pub(super) fn statements<'a>(op: &'a Op, tag: i64) -> Vec<Stmt<'a>> {
                  WHERE session = (SELECT seq FROM sessions WHERE id = $1 AND version = $2)",
                 vec![text(id), Arg::Int(version + 1), blob(params)],
             ),
+            // The last job's losses went with the history.
+            s(
+                "UPDATE jobs SET first_epoch = NULL \
+                 WHERE session = (SELECT seq FROM sessions WHERE id = $1 AND version = $2)",
+                vec![text(id), Arg::Int(version + 1)],
+            ),
         ],
         Op::Trained {
             id,
@@ -216,6 +269,7 @@ pub(super) fn statements<'a>(op: &'a Op, tag: i64) -> Vec<Stmt<'a>> {
             losses,
             epochs,
             initial_loss,
+            job,
         } => {
             // `epochs = $5`: the history this train extends is the stored one.
             let mut out = vec![tagged(
@@ -252,8 +306,88 @@ pub(super) fn statements<'a>(op: &'a Op, tag: i64) -> Vec<Stmt<'a>> {
                     ],
                 ));
             }
+            if let Some(j) = job {
+                // In the same transaction: the job's record never claims epochs the session
+                // does not hold, nor misses ones it does.
+                out.push(s(
+                    "UPDATE jobs SET epochs_done = $3, last_loss = $4, epochs_trained = $5, \
+                     initial_loss = $6, final_loss = $7 \
+                     WHERE id = $8 AND session = \
+                     (SELECT seq FROM sessions WHERE id = $1 AND version = $2)",
+                    vec![
+                        text(id),
+                        Arg::Int(version + 1),
+                        Arg::Int(j.epochs_done),
+                        Arg::Real(j.last_loss),
+                        Arg::Int(j.epochs_trained),
+                        Arg::Real(j.initial_loss),
+                        Arg::Real(j.final_loss),
+                        text(&j.id),
+                    ],
+                ));
+            }
             out
         }
+        Op::SubmitJob { id, job } => {
+            let mut args = vec![text(id)];
+            args.extend(job_args(job));
+            vec![tagged(
+                job_report!(
+                    "INSERT INTO jobs (session, id, runner, state, epochs_requested, return_loss, \
+                     submitted_at, started_at, heartbeat_at, cancel_requested, first_epoch, \
+                     epochs_done, last_loss, epochs_trained, initial_loss, final_loss, \
+                     live_epochs, live_loss, status, error_status, error_code, error_detail) \
+                     SELECT seq, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18, $19, $20, $21, $22 FROM sessions WHERE id = $1 \
+                     ON CONFLICT (session) DO UPDATE SET id = excluded.id, \
+                     runner = excluded.runner, state = excluded.state, \
+                     epochs_requested = excluded.epochs_requested, \
+                     return_loss = excluded.return_loss, submitted_at = excluded.submitted_at, \
+                     started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                     cancel_requested = excluded.cancel_requested, \
+                     first_epoch = excluded.first_epoch, epochs_done = excluded.epochs_done, \
+                     last_loss = excluded.last_loss, epochs_trained = excluded.epochs_trained, \
+                     initial_loss = excluded.initial_loss, final_loss = excluded.final_loss, \
+                     live_epochs = excluded.live_epochs, live_loss = excluded.live_loss, \
+                     status = excluded.status, error_status = excluded.error_status, \
+                     error_code = excluded.error_code, error_detail = excluded.error_detail \
+                     WHERE jobs.state = 'done'"
+                ),
+                args,
+            )]
+        }
+        Op::SaveJob(job) => {
+            let mut args = job_args(job);
+            // `cancel_requested` is CancelJob's to set (another replica may have).
+            args.remove(8);
+            vec![tagged(
+                job_report!(
+                    "UPDATE jobs SET runner = $2, state = $3, epochs_requested = $4, \
+                     return_loss = $5, submitted_at = $6, started_at = $7, heartbeat_at = $8, \
+                     first_epoch = $9, epochs_done = $10, last_loss = $11, \
+                     epochs_trained = $12, initial_loss = $13, final_loss = $14, \
+                     live_epochs = $15, live_loss = $16, status = $17, error_status = $18, \
+                     error_code = $19, error_detail = $20 \
+                     WHERE id = $1"
+                ),
+                args,
+            )]
+        }
+        Op::CancelJob { id } => vec![tagged(
+            job_report!(
+                "UPDATE jobs SET cancel_requested = TRUE \
+                 WHERE session = (SELECT seq FROM sessions WHERE id = $1) AND state <> 'done'"
+            ),
+            vec![text(id)],
+        )],
+        Op::InterruptJob { job, cutoff } => vec![tagged(
+            job_report!(
+                "UPDATE jobs SET state = 'done', status = 'interrupted', \
+                 live_epochs = epochs_done, live_loss = last_loss \
+                 WHERE id = $1 AND state <> 'done' AND heartbeat_at < $2"
+            ),
+            vec![text(job), Arg::Int(*cutoff)],
+        )],
         Op::CreateKey(k) => vec![tagged(
             "INSERT INTO keys (name, hash, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING RETURNING $TAG, CAST(0 AS BIGINT), CAST(0 AS BIGINT), \
@@ -298,7 +432,16 @@ pub(super) fn verdict(op: &Op, report: Option<Report>) -> Verdict {
     let existed = Verdict::Done(Done::Existed(report.is_some()));
     match (op, report) {
         (Op::Insert(_), Some(r)) => Verdict::Done(Done::Seq(r.seq)),
-        (Op::Delete { .. } | Op::DeleteIdle { .. } | Op::DeleteKey(_), _) => existed,
+        (
+            Op::Delete { .. }
+            | Op::DeleteIdle { .. }
+            | Op::DeleteKey(_)
+            | Op::SaveJob(_)
+            | Op::CancelJob { .. }
+            | Op::InterruptJob { .. },
+            _,
+        ) => existed,
+        (Op::SubmitJob { .. }, Some(_)) => Verdict::Done(Done::Existed(true)),
         (Op::Touch { .. }, _) => Verdict::Done(Done::Existed(true)),
         (Op::CreateKey(_), Some(_)) => Verdict::Done(Done::Existed(true)),
         (Op::CreateKey(k), None) => {
@@ -307,9 +450,14 @@ pub(super) fn verdict(op: &Op, report: Option<Report>) -> Verdict {
         (Op::Dataset { .. } | Op::Weights { .. } | Op::Trained { .. }, Some(r)) => {
             Verdict::Done(Done::Stamp(Some(r.stamp)))
         }
-        (Op::Insert(_) | Op::Dataset { .. } | Op::Weights { .. } | Op::Trained { .. }, None) => {
-            Verdict::Ask
-        }
+        (
+            Op::Insert(_)
+            | Op::Dataset { .. }
+            | Op::Weights { .. }
+            | Op::Trained { .. }
+            | Op::SubmitJob { .. },
+            None,
+        ) => Verdict::Ask,
     }
 }
 
