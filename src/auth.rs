@@ -175,6 +175,11 @@ impl Shares {
         s
     }
 
+    /// Workers no one holds now.
+    pub fn idle_workers(&self) -> usize {
+        self.workers.available_permits()
+    }
+
     /// Waits (holding no worker) for a place in `tenant`'s share, then for a worker; both
     /// queues are first come, first served.
     pub async fn acquire(&self, tenant: &Tenant) -> Result<WorkerPermit, String> {

@@ -14,6 +14,7 @@ pub mod datasets;
 pub mod error;
 pub mod jobs;
 pub mod nn;
+pub mod priority;
 pub mod store;
 pub mod telemetry;
 

@@ -18,6 +18,8 @@ pub const HTTP_REQUESTS: &str = "backprop_http_requests_total";
 pub const HTTP_REQUEST_SECONDS: &str = "backprop_http_request_duration_seconds";
 /// Epochs applied by every train since the process started.
 pub const EPOCHS_TRAINED: &str = "backprop_epochs_trained_total";
+/// Trains started, by the `threads` their epochs ran on (every core on an idle server).
+pub const TRAINS: &str = "backprop_trains_total";
 /// Trains running epochs now.
 pub const TRAININGS_RUNNING: &str = "backprop_trainings_running";
 /// Trains accepted and waiting: for their session's earlier trains, or for a worker.
@@ -80,6 +82,10 @@ fn describe() {
         EPOCHS_TRAINED,
         "Epochs applied by trains since the server started"
     );
+    describe_counter!(
+        TRAINS,
+        "Trains started, by the number of threads their epochs ran on"
+    );
     describe_gauge!(TRAININGS_RUNNING, "Trains running epochs now");
     describe_gauge!(
         TRAININGS_QUEUED,
@@ -133,6 +139,11 @@ impl Drop for QueuedTraining {
 pub struct RunningTraining(());
 
 impl RunningTraining {
+    /// Counts the train by the threads it runs on.
+    pub fn threads(&self, n: usize) {
+        metrics::counter!(TRAINS, "threads" => n.to_string()).increment(1);
+    }
+
     /// Counts epochs applied (once per run, not per epoch: an epoch can take a microsecond).
     pub fn epochs(&self, n: u64) {
         metrics::counter!(EPOCHS_TRAINED).increment(n);

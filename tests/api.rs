@@ -34,5 +34,7 @@ mod metrics;
 mod notebook;
 #[path = "api/sessions.rs"]
 mod sessions;
+#[path = "api/threads.rs"]
+mod threads;
 #[path = "api/walkthrough.rs"]
 mod walkthrough;

@@ -64,6 +64,8 @@ struct Inner {
     jobs: Jobs,
     /// The Prometheus recorder's handle; `None` with `--no-metrics`.
     metrics: Option<PrometheusHandle>,
+    /// The machine's cores: the threads a train may use on an otherwise idle server.
+    cores: usize,
 }
 
 /// The store as the budget sees it: what its sessions hold, and dropping cached ones.
@@ -102,6 +104,7 @@ impl AppState {
             shutdown: watch::Sender::new(false),
             jobs: Jobs::default(),
             metrics,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }))
     }
 
@@ -168,6 +171,19 @@ impl AppState {
         Duration::from_secs_f64(self.0.config.job_checkpoint_secs)
     }
 
+    /// Threads for a train that holds a worker now: every core when no other job holds one
+    /// (an otherwise idle server), else one. A trainer's numbers are the same bits for every
+    /// thread count, so this changes how soon a train ends, never what it computes. A train
+    /// keeps its count to the end: one that arrives meanwhile shares the cores with it.
+    pub fn train_threads(&self) -> usize {
+        let workers = self.0.config.workers.max(1) as usize;
+        if self.0.shares.idle_workers() + 1 >= workers {
+            self.0.cores
+        } else {
+            1
+        }
+    }
+
     /// Runs CPU work on tokio's blocking pool, for `caller`: the one door every computation
     /// goes through (requests, and background jobs with a [`Caller::new`] of their own).
     ///
@@ -176,7 +192,9 @@ impl AppState {
     /// place in its key's share of the workers (`--max-workers-per-key`) and then for a
     /// worker (`--workers`), both in arrival order; then `need` is reserved from the budget
     /// (503 if it is full: the worker is given straight back) and `f` runs. A panic in `f`
-    /// becomes a 500, not a crash.
+    /// becomes a 500, not a crash. The work runs at the lower scheduling priority of compute
+    /// work (`crate::priority`), so the runtime's threads, which answer `/healthz` and small
+    /// requests, get a core first.
     pub async fn compute<T: Send + 'static>(
         &self,
         caller: &Caller,
@@ -197,6 +215,7 @@ impl AppState {
         }
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            crate::priority::lower_this_thread();
             f()
         })
         .await

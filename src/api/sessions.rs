@@ -560,9 +560,19 @@ async fn put_weights(
         ),
     )?;
     let change = state.store().lock(&entry).await?;
-    let mut net = (*change.snapshot().net).clone();
-    let params = Params::from_rows(net.config(), req.weights, req.biases)?;
-    net.set_params(params)?;
+    let old = change.snapshot().net.clone();
+    let build = move || -> ApiResult<Network> {
+        let mut net = (*old).clone();
+        let params = Params::from_rows(net.config(), req.weights, req.biases)?;
+        net.set_params(params)?;
+        Ok(net)
+    };
+    // Big weights are copied and checked on a worker, not on the runtime.
+    let net = if entry.snapshot().net.config().parameter_count() > BUILD_INLINE_MAX {
+        state.compute(&caller, None, build).await??
+    } else {
+        build()?
+    };
     // New starting weights, new history.
     let s = change.set_network(net).await?;
     weights_response(&state, &caller, s.net.clone()).await

@@ -287,6 +287,7 @@ pub(super) async fn run_train(
                 &run.caller,
                 Some((Part::Work, run.need.clone())),
                 move || {
+                    let first_segment = was_running.is_none();
                     let counted = match (was_running, was_queued) {
                         (Some(r), _) => r,
                         (None, Some(q)) => q.start(),
@@ -296,7 +297,15 @@ pub(super) async fn run_train(
                     let (deadline, segment_end) = (began + left, began + segment);
                     // The only copy a train makes: the weights it updates.
                     let mut net = was_net.unwrap_or_else(|| (*start.net).clone());
-                    let mut trainer = was_trainer.unwrap_or_else(|| Trainer::new(&net, &data.data));
+                    // Every core when no other job holds a worker (chosen again each segment);
+                    // the same bits whatever the count.
+                    let threads = server.train_threads();
+                    if first_segment {
+                        counted.threads(threads);
+                    }
+                    let mut trainer = was_trainer
+                        .unwrap_or_else(|| Trainer::new(&net, &data.data))
+                        .with_threads(threads);
                     let mut losses = Vec::new();
                     let mut halt = None;
                     let mut publish_at = began;
@@ -508,13 +517,15 @@ async fn loss(
             "ask for a smaller page (?offset=&limit=)",
         ),
     )?;
-    let page = s.history.page(start, end);
+    // The page is copied out of the history where it is written: on a worker when long.
+    let history = s.history.clone();
     if format != LossFormat::Json {
         // Text is the notebook's `print(f'iteration: {iterations+1}, loss: {...}')`, and
         // f'{x}' of a float is Python's repr; CSV's numbers are serde_json's, the shortest
         // text that reads back as the same f64.
         let text = format == LossFormat::Text;
         let write = move || {
+            let page = history.page(start, end);
             let mut out = String::with_capacity(16 + page.len() * 48);
             if !text {
                 out.push_str("epoch,loss\n");
@@ -548,7 +559,7 @@ async fn loss(
         .json(&caller, end - start, move || {
             serde_json::to_vec(&LossPage {
                 initial_loss,
-                loss: &page,
+                loss: &history.page(start, end),
                 offset,
                 total,
             })

@@ -243,6 +243,9 @@ pub struct Limits {
     pub ttl_secs: u64,
 }
 
+/// A train's losses up to this many are appended to the history on the runtime.
+const APPEND_INLINE_MAX: usize = 1 << 16;
+
 /// Unix milliseconds now.
 pub fn now_millis() -> i64 {
     SystemTime::now()
@@ -1065,6 +1068,7 @@ impl Change {
         }
         s.net = Arc::new(net);
         let from = before.history.len();
+        let losses = Arc::new(losses);
         let session = self
             .commit(
                 s,
@@ -1112,8 +1116,16 @@ impl Change {
             }
         };
         if let sql::Part::Trained { losses, .. } = &part {
-            // Only now, with the losses on disk, does the shared log grow.
-            session.history = session.history.appended(losses);
+            // Only now, with the losses on disk, does the shared log grow; a long run's
+            // losses (up to a million) are copied in on the blocking pool.
+            let (history, losses) = (session.history.clone(), losses.clone());
+            session.history = if losses.len() <= APPEND_INLINE_MAX {
+                history.appended(&losses)
+            } else {
+                tokio::task::spawn_blocking(move || history.appended(&losses))
+                    .await
+                    .map_err(|e| StoreError::Internal(format!("appending losses failed: {e}")))?
+            };
         }
         self.entry.set_touched(touched);
         let session = Arc::new(session);
@@ -1304,6 +1316,42 @@ mod tests {
             );
             assert_eq!(store.held_bytes(), one + 1600);
         }
+    }
+
+    /// A long run's losses are appended on the blocking pool, a short one's inline: the
+    /// history reads the same either way, and a snapshot from before keeps its prefix.
+    #[tokio::test]
+    async fn long_and_short_trains_append_the_same_way() {
+        let limits = Limits {
+            max_sessions: 10,
+            ttl_secs: 0,
+        };
+        let store = Store::open(&Location::Memory, limits).await.unwrap();
+        let entry = store.insert(a_session(), None).await.unwrap();
+        let net = (*entry.snapshot().net).clone();
+        let long: Vec<f64> = (0..APPEND_INLINE_MAX + 5).map(|k| k as f64).collect();
+        let change = store.lock(&entry).await.unwrap();
+        let s = change
+            .record_train(net.clone(), long.clone(), Some(-1.0), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (s.history.len(), s.history.last()),
+            (long.len(), long.last().copied())
+        );
+        let before = entry.snapshot();
+        let change = store.lock(&entry).await.unwrap();
+        let s = change
+            .record_train(net, vec![0.5], None, None)
+            .await
+            .unwrap();
+        assert_eq!(s.history.len(), long.len() + 1);
+        assert_eq!(
+            s.history.page(long.len() - 1, usize::MAX),
+            vec![long[long.len() - 1], 0.5]
+        );
+        assert_eq!(before.history.to_vec(), long);
+        assert_eq!(s.initial_loss, Some(-1.0));
     }
 
     #[test]

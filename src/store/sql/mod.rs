@@ -98,7 +98,8 @@ pub(super) enum Part {
     /// and a background train's progress.
     Trained {
         from: usize,
-        losses: Vec<f64>,
+        /// Shared, so the encoding can run on the blocking pool without a copy.
+        losses: Arc<Vec<f64>>,
         job: Option<JobCommit>,
     },
 }
@@ -737,30 +738,28 @@ impl Db {
             }
             Part::Trained { from, losses, job } => {
                 let net = session.net.clone();
-                let params = if losses.is_empty() {
-                    None
-                } else {
-                    Some(
-                        off_runtime(param_count(session), move || {
-                            codec::params_blob(net.params())
-                        })
-                        .await?,
-                    )
-                };
+                let (trained, n) = (!losses.is_empty(), losses.len());
+                // Up to a million losses and the weights: encoded on the blocking pool when big.
+                let shared = losses.clone();
+                let (params, blob) = off_runtime(param_count(session) + n, move || {
+                    let params = trained.then(|| codec::params_blob(net.params()));
+                    (params, codec::blob(shared.iter(), shared.len()))
+                })
+                .await?;
                 Op::Trained {
                     id,
                     touched,
                     version,
                     params,
                     first_epoch: i64::try_from(*from).unwrap_or(i64::MAX),
-                    losses: codec::blob(losses, losses.len()),
-                    epochs: i64::try_from(from + losses.len()).unwrap_or(i64::MAX),
+                    losses: blob,
+                    epochs: i64::try_from(from + n).unwrap_or(i64::MAX),
                     initial_loss: session.initial_loss,
                     job: job.as_ref().map(|j| JobCommitRow {
                         id: j.id.clone(),
                         epochs_done: i64::try_from(j.epochs_done).unwrap_or(i64::MAX),
                         last_loss: j.last_loss,
-                        epochs_trained: i64::try_from(from + losses.len()).unwrap_or(i64::MAX),
+                        epochs_trained: i64::try_from(from + n).unwrap_or(i64::MAX),
                         initial_loss: session.initial_loss,
                         final_loss: losses.last().copied().or(session.history.last()),
                     }),
