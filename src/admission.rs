@@ -634,36 +634,49 @@ pub fn address_space_limit() -> Option<u64> {
     (soft != rlimit::INFINITY).then_some(soft)
 }
 
-/// Under an address-space limit (`ulimit -v`, `prlimit --as`) what counts is address space,
-/// not resident memory, and glibc's defaults spend it freely: every thread that allocates
-/// may get an arena of its own (up to 8 per core), each reserving 64 MiB, and blocks up to
-/// 32 MiB are kept in the heap after they are freed. So, when such a limit is set, before
-/// any thread starts: at most 2 arenas, and every block from 256 KiB up is mapped on its
-/// own and unmapped when freed, so the address space in use follows what is live. Without
-/// the limit glibc's defaults stay (arenas per thread are faster, and untouched address
-/// space costs nothing). Returns what it did, for the start-up log.
-pub fn prepare_allocator() -> Option<String> {
-    let limit = address_space_limit()?;
+/// Sets glibc's allocator up before any thread starts, and returns what it did, for the
+/// start-up log.
+///
+/// Always: every block from 256 KiB up (a request body, a big answer, a batch's
+/// activations) is mapped on its own and unmapped when freed. glibc's default threshold
+/// moves up after the first such block is freed (to 32 MiB), after which big blocks are
+/// carved from an arena and their pages may stay with the process when freed: the memory
+/// the budget counts as given back would still be resident, and a second big request
+/// would look like a leak.
+///
+/// Under an address-space limit (`ulimit -v`, `prlimit --as`) also: at most 2 arenas,
+/// since every thread that allocates may otherwise get one of its own (up to 8 per core),
+/// each reserving 64 MiB of address space. Without the limit, arenas per thread stay
+/// (faster, and untouched address space costs nothing).
+pub fn prepare_allocator() -> String {
+    let limit = address_space_limit();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        let done = |ok: bool| if ok { "done" } else { "refused" };
         // SAFETY: mallopt only changes the allocator's parameters; it is called before any
         // other thread exists (main, before the runtime), and reports failure by returning 0.
-        let arenas = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) } == 1;
         let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) } == 1;
-        Some(format!(
-            "address-space limit {}: malloc arenas capped at 2 ({}), blocks from 256 KiB \
-             mapped on their own ({})",
-            bytes_text(u128::from(limit)),
-            if arenas { "done" } else { "refused" },
-            if mmap { "done" } else { "refused" },
-        ))
+        let mut said = format!("blocks from 256 KiB mapped on their own ({})", done(mmap));
+        if let Some(limit) = limit {
+            // SAFETY: as above.
+            let arenas = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) } == 1;
+            said = format!(
+                "address-space limit {}: malloc arenas capped at 2 ({}), {said}",
+                bytes_text(u128::from(limit)),
+                done(arenas),
+            );
+        }
+        said
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
-        Some(format!(
-            "address-space limit {}: not glibc, allocator left as it is",
-            bytes_text(u128::from(limit))
-        ))
+        match limit {
+            Some(limit) => format!(
+                "address-space limit {}: not glibc, allocator left as it is",
+                bytes_text(u128::from(limit))
+            ),
+            None => "not glibc, allocator left as it is".to_owned(),
+        }
     }
 }
 

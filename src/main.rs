@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    // Before any thread: the allocator's settings under an address-space limit.
+    // Before any thread: the allocator's settings (see prepare_allocator).
     let allocator = backprop_server::admission::prepare_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -22,16 +22,14 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(config: Config, allocator: Option<String>) -> std::process::ExitCode {
+async fn run(config: Config, allocator: String) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info")),
         )
         .init();
-    if let Some(note) = allocator {
-        tracing::info!("{note}");
-    }
+    tracing::info!("allocator: {allocator}");
     // The store first: a database that cannot be used is a start-up error, not a server
     // that answers 500.
     let store = match backprop_server::open_store(&config).await {
