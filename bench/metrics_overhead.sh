@@ -52,7 +52,7 @@ start() { # $1: variable name, then flags
     local name=$1
     shift
     NO_COLOR=1 RUST_LOG="$log,backprop_server=info" "$bin" --addr 127.0.0.1:0 \
-        --session-ttl-secs 0 "$@" >"$work/$name.log" 2>&1 &
+        --database memory --session-ttl-secs 0 "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
     pid_of[$name]=$!
     local addr=
@@ -135,7 +135,7 @@ instructions() { # $1: label, then flags; appends "label instructions requests"
     local out=$work/callgrind.$name
     NO_COLOR=1 RUST_LOG="$log,backprop_server=info" valgrind --tool=callgrind \
         --instr-atstart=no --callgrind-out-file="$out" "$bin" --addr 127.0.0.1:0 \
-        --session-ttl-secs 0 --workers 1 "$@" >"$work/vg.$name.log" 2>&1 &
+        --database memory --session-ttl-secs 0 --workers 1 "$@" >"$work/vg.$name.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
     local addr=
