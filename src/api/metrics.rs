@@ -9,7 +9,7 @@
 //! tower-http's default does (5xx are failures). Counting thus adds no layer to the stack: a
 //! layer on every route (to read axum's `MatchedPath`) and a response extension to carry it
 //! out cost a one-sample predict about 7% more instructions; this costs it about 2%
-//! (`bench/metrics_overhead.sh` counts them).
+//! (`bench/overhead.sh metrics` counts them).
 //!
 //! The route is found as axum finds it, with the same matcher (`matchit`) over the same
 //! templates: the paths of `openapi.yaml`, which `tests/openapi.rs` holds to be exactly the

@@ -146,13 +146,9 @@ pub(super) enum RunStatus {
 }
 
 impl RunStatus {
+    /// The train response's `status`: the same word as the job's.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Diverged => "diverged",
-            Self::TimeLimit => "time_limit",
-            Self::Cancelled => "cancelled",
-        }
+        self.job_status().as_str()
     }
 
     pub fn job_status(self) -> JobStatus {

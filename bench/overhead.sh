@@ -1,32 +1,47 @@
 #!/usr/bin/env bash
-# What memory admission costs a predict: the release server with admission (the default) and
-# with --no-admission (a hidden flag for this measurement: nothing is counted, nothing
-# refused), side by side, each serving wrk's one-sample predicts (bench/predict.lua) on the
-# notebook's session in alternating rounds (ABBA, so a drift in the machine's load hits both
-# alike). A one-sample predict is where admission weighs most: its own work is a few
-# microseconds, and admission adds a scan of the body, a reservation for each part (body,
-# parsed numbers, work) against the shared budget's atomic counter, and the answer's
-# settling. Two measures per run: the server's CPU time per request (all its threads, from
-# /proc/PID/task/*/schedstat) and wrk's requests per second and median latency; then, with
-# valgrind, the server's own instructions per predict (callgrind; INSTRUCTIONS=0 skips it).
-# Prints each round, then the medians and the median of the per-round ratios
-# (admission / none).
+# What a per-request feature costs a one-sample predict: the release server with the feature
+# (the default) and with its hidden switch off, side by side, each serving wrk's one-sample
+# predicts (bench/predict.lua) on the notebook's session in alternating rounds (ABBA, so a
+# drift in the machine's load hits both alike).
 #
-#   bench/admission_overhead.sh
+#   bench/overhead.sh metrics      # request metrics against --no-metrics
+#   bench/overhead.sh admission    # memory admission against --no-admission
+#
+# A one-sample predict is where such a feature weighs most: its own work is a few
+# microseconds. Two measures per run: the server's CPU time per request (all its threads,
+# from /proc/PID/task/*/schedstat) and wrk's requests per second and median latency. Prints
+# each round, then the medians and the median of the per-round ratios (feature / none).
+#
+# On a shared machine both move with the neighbours' load (under KVM a preempted vCPU's
+# stolen time even counts as the server's CPU time), so a third measure follows when valgrind
+# is installed: the server's own instructions per predict, counted by callgrind over a run of
+# predicts after a warm-up (user space only: the kernel's share of a request is the same with
+# and without the feature). It repeats to within about half a percent whatever else the
+# machine does. INSTRUCTIONS=0 skips it.
 #
 # Settings (environment): ROUNDS (6; each runs both servers), SECONDS_PER_RUN (4), AA=1 (an
-# A/A run: both servers without admission, for the noise floor), CONNECTIONS (4),
-# SERVER_LOG (the servers' RUST_LOG, default warn), CARGO_TARGET_DIR.
+# A/A run: both servers without the feature, for the noise floor),
+# CONNECTIONS (4), SERVER_LOG (the servers' RUST_LOG, default warn: request logging costs
+# both alike, and without it the ratio is the most sensitive), CARGO_TARGET_DIR.
 # Needs wrk (apt-get install -y wrk) and python3. Loopback only; both servers are stopped at
 # the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+feature=${1:-}
+case $feature in
+metrics | admission) ;;
+*)
+    echo "usage: bench/overhead.sh metrics|admission" >&2
+    exit 2
+    ;;
+esac
+
 rounds=${ROUNDS:-6}
 seconds=${SECONDS_PER_RUN:-4}
 connections=${CONNECTIONS:-4}
 log=${SERVER_LOG:-warn}
-command -v wrk >/dev/null || { echo "admission_overhead.sh: wrk is missing (apt-get install -y wrk)" >&2; exit 2; }
+command -v wrk >/dev/null || { echo "overhead.sh: wrk is missing (apt-get install -y wrk)" >&2; exit 2; }
 
 target=${CARGO_TARGET_DIR:-target}
 echo "-- cargo build --release --bin backprop-server"
@@ -50,7 +65,7 @@ start() { # $1: variable name, then flags
     local name=$1
     shift
     NO_COLOR=1 RUST_LOG="$log,backprop_server=info" "$bin" --addr 127.0.0.1:0 \
-        --session-ttl-secs 0 --database memory "$@" >"$work/$name.log" 2>&1 &
+        --database memory --session-ttl-secs 0 "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
     pid_of[$name]=$!
     local addr=
@@ -65,12 +80,12 @@ start() { # $1: variable name, then flags
 
 on= off=
 if [[ ${AA:-0} == 1 ]]; then
-    # An A/A run: both servers without admission, to see the noise floor and any bias.
-    start on --no-admission
+    # An A/A run: both servers without the feature, to see the noise floor and any bias.
+    start on "--no-$feature"
 else
     start on
 fi
-start off --no-admission
+start off "--no-$feature"
 
 session() { # $1: base URL; prints the session's path
     local s
@@ -81,6 +96,8 @@ session() { # $1: base URL; prints the session's path
 }
 on_session=$(session "$on")
 off_session=$(session "$off")
+[[ $feature != metrics || ${AA:-0} == 1 || $(curl -s -o /dev/null -w '%{http_code}' "$on/metrics") == 200 ]] || { echo "metrics are off on $on" >&2; exit 1; }
+[[ $feature != metrics || $(curl -s -o /dev/null -w '%{http_code}' "$off/metrics") == 404 ]] || { echo "metrics are on on $off" >&2; exit 1; }
 
 # Nanoseconds the process has run on a CPU, all threads together.
 cpu_ns() { # $1: pid
@@ -115,11 +132,11 @@ run warmup "$off" "$off_session" "${pid_of[off]}" >/dev/null
 for r in $(seq 1 "$rounds"); do
     echo "round $r"
     if ((r % 2)); then
-        run admission "$on" "$on_session" "${pid_of[on]}"
+        run "$feature" "$on" "$on_session" "${pid_of[on]}"
         run none "$off" "$off_session" "${pid_of[off]}"
     else
         run none "$off" "$off_session" "${pid_of[off]}"
-        run admission "$on" "$on_session" "${pid_of[on]}"
+        run "$feature" "$on" "$on_session" "${pid_of[on]}"
     fi
 done
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -131,7 +148,7 @@ instructions() { # $1: label, then flags; appends "label instructions requests"
     local out=$work/callgrind.$name
     NO_COLOR=1 RUST_LOG="$log,backprop_server=info" valgrind --tool=callgrind \
         --instr-atstart=no --callgrind-out-file="$out" "$bin" --addr 127.0.0.1:0 \
-        --session-ttl-secs 0 --database memory --workers 1 "$@" >"$work/vg.$name.log" 2>&1 &
+        --database memory --session-ttl-secs 0 --workers 1 "$@" >"$work/vg.$name.log" 2>&1 &
     local pid=$!
     pids+=("$pid")
     local addr=
@@ -158,33 +175,34 @@ instructions() { # $1: label, then flags; appends "label instructions requests"
 if [[ ${INSTRUCTIONS:-1} != 0 ]] && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
     echo "== instructions per predict (callgrind, one worker, one connection)"
     : >"$work/instructions.txt"
-    instructions admission
-    instructions none --no-admission
+    instructions "$feature"
+    instructions none "--no-$feature"
 fi
 
-python3 - "$work/results.txt" <<'EOF'
+python3 - "$work/results.txt" "$feature" <<'EOF'
 import statistics, sys
+f = sys.argv[2]
 rows = [line.split() for line in open(sys.argv[1])]
 def secs(t):
     for unit, f in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
         if t.endswith(unit):
             return float(t[: -len(unit)]) * f
     raise ValueError(t)
-rps = {k: [float(r[1]) for r in rows if r[0] == k] for k in ("admission", "none")}
-p50 = {k: [secs(r[2]) for r in rows if r[0] == k] for k in ("admission", "none")}
-cpu = {k: [float(r[3]) for r in rows if r[0] == k] for k in ("admission", "none")}
+rps = {k: [float(r[1]) for r in rows if r[0] == k] for k in (f, "none")}
+p50 = {k: [secs(r[2]) for r in rows if r[0] == k] for k in (f, "none")}
+cpu = {k: [float(r[3]) for r in rows if r[0] == k] for k in (f, "none")}
 med = statistics.median
-cpu_ratios = [m / n for m, n in zip(cpu["admission"], cpu["none"])]
-rps_ratios = [m / n for m, n in zip(rps["admission"], rps["none"])]
-print(f"server CPU per request, median: admission {med(cpu['admission']):.2f} us, "
+cpu_ratios = [m / n for m, n in zip(cpu[f], cpu["none"])]
+rps_ratios = [m / n for m, n in zip(rps[f], rps["none"])]
+print(f"server CPU per request, median: {f} {med(cpu[f]):.2f} us, "
       f"none {med(cpu['none']):.2f} us")
 r = med(cpu_ratios)
-print(f"  median per-round ratio (admission / none): {r:.4f}  ->  overhead {100 * (r - 1):+.2f}% "
+print(f"  median per-round ratio ({f} / none): {r:.4f}  ->  overhead {100 * (r - 1):+.2f}% "
       f"(rounds: {', '.join(f'{x:.3f}' for x in cpu_ratios)})")
-print(f"throughput, median: admission {med(rps['admission']):.0f} req/s, none {med(rps['none']):.0f} req/s;"
-      f" p50 latency: admission {med(p50['admission'])*1e6:.0f} us, none {med(p50['none'])*1e6:.0f} us")
+print(f"throughput, median: {f} {med(rps[f]):.0f} req/s, none {med(rps['none']):.0f} req/s;"
+      f" p50 latency: {f} {med(p50[f])*1e6:.0f} us, none {med(p50['none'])*1e6:.0f} us")
 r = med(rps_ratios)
-print(f"  median per-round ratio (admission / none): {r:.4f}  ->  overhead {100 * (1 - r):+.2f}% "
+print(f"  median per-round ratio ({f} / none): {r:.4f}  ->  overhead {100 * (1 - r):+.2f}% "
       f"(rounds: {', '.join(f'{x:.3f}' for x in rps_ratios)})")
 try:
     counted = {l.split()[0]: (int(l.split()[1]), int(l.split()[2]))
@@ -193,6 +211,6 @@ except OSError:
     counted = {}
 if len(counted) == 2:
     per = {k: ir / n for k, (ir, n) in counted.items()}
-    print(f"instructions per predict: admission {per['admission']:.0f}, none {per['none']:.0f}  ->  "
-          f"ratio {per['admission'] / per['none']:.4f}, overhead {100 * (per['admission'] / per['none'] - 1):+.2f}%")
+    print(f"instructions per predict: {f} {per[f]:.0f}, none {per['none']:.0f}  ->  "
+          f"ratio {per[f] / per['none']:.4f}, overhead {100 * (per[f] / per['none'] - 1):+.2f}%")
 EOF
