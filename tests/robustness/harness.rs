@@ -253,6 +253,25 @@ impl App {
             "{method} {path} body {}",
             body.as_deref().map_or("<none>".into(), clip)
         );
+        self.send_bytes(
+            method,
+            path,
+            content_type,
+            body.map(String::into_bytes),
+            request,
+        )
+        .await
+    }
+
+    /// Sends `body` as it is (any bytes); `request` describes it in errors and in the answer.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+        request: String,
+    ) -> Result<Resp, String> {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
@@ -269,7 +288,7 @@ impl App {
         let body = resp
             .text()
             .await
-            .map_err(|e| format!("{request}: reading the answer: {e:?}"))?;
+            .map_err(|e| format!("{request}: the answer was cut: {e:?}"))?;
         Ok(Resp {
             request,
             status,

@@ -135,32 +135,15 @@ fn json_shot(label: String, method: Method, path: String, body: Option<Value>) -
 
 /// Sends one request on its own connection; `Err` if no complete answer came.
 async fn fire(app: &App, shot: &Shot) -> Result<Resp, String> {
-    let mut req = app
-        .client
-        .request(shot.method.clone(), format!("{}{}", app.base, shot.path));
-    if let Some(ct) = shot.content_type {
-        req = req.header("content-type", ct);
-    }
-    if let Some(b) = &shot.body {
-        req = req.body(b.clone());
-    }
     let request = format!("{} {} ({})", shot.method, shot.path, shot.label);
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("{request}: no answer: {e:?}"))?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| format!("{request}: the answer was cut: {e:?}"))?;
-    Ok(Resp {
+    app.send_bytes(
+        shot.method.clone(),
+        &shot.path,
+        shot.content_type,
+        shot.body.clone(),
         request,
-        status,
-        headers,
-        body,
-    })
+    )
+    .await
 }
 
 /// Every request of one matrix cell (layers `[4, width, 3]`, `m` samples) that needs a
