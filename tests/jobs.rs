@@ -92,6 +92,16 @@ async fn wait_progress(c: &Client, id: &str, epochs: u64) -> Value {
     }
 }
 
+/// Starts a background train long enough to outlast any test (1,000,000 epochs): 202.
+async fn start_long_job(c: &Client, id: &str, return_loss: bool) {
+    c.post(
+        &format!("/sessions/{id}/train"),
+        &json!({"epochs": 1_000_000, "wait": false, "return_loss": return_loss}),
+    )
+    .await
+    .expect(202);
+}
+
 fn losses(v: &Value) -> Vec<f64> {
     v.as_array()
         .unwrap_or_else(|| panic!("not a list of losses: {v}"))
@@ -222,12 +232,7 @@ async fn delete_training_cancels_at_an_epoch_boundary_and_keeps_what_was_done() 
     .await;
     let c = Client::new(&server.base);
     let id = c.slow_session().await;
-    c.post(
-        &format!("/sessions/{id}/train"),
-        &json!({"epochs": 1_000_000, "wait": false}),
-    )
-    .await
-    .expect(202);
+    start_long_job(&c, &id, true).await;
     wait_progress(&c, &id, 3).await;
     // A second background train while this one runs: 409, naming the ways on.
     let busy = c
@@ -323,12 +328,7 @@ async fn a_job_takes_a_worker_like_a_waiting_train() {
     .await;
     let c = Client::new(&server.base);
     let (busy, other) = (c.slow_session().await, quick_session(&c, 2).await);
-    c.post(
-        &format!("/sessions/{busy}/train"),
-        &json!({"epochs": 1_000_000, "wait": false, "return_loss": false}),
-    )
-    .await
-    .expect(202);
+    start_long_job(&c, &busy, false).await;
     wait_progress(&c, &busy, 1).await;
     let waiting = {
         let (c, path) = (c.clone(), format!("/sessions/{other}/train"));
@@ -361,12 +361,7 @@ async fn a_job_stops_at_the_job_time_limit_not_the_train_time_limit() {
     let c = Client::new(&server.base);
     let id = c.slow_session().await;
     let started = Instant::now();
-    c.post(
-        &format!("/sessions/{id}/train"),
-        &json!({"epochs": 1_000_000, "wait": false, "return_loss": false}),
-    )
-    .await
-    .expect(202);
+    start_long_job(&c, &id, false).await;
     let job = wait_done(&c, &id, Duration::from_secs(20)).await;
     let took = started.elapsed();
     assert_eq!(job["result"]["status"], "time_limit", "{job}");
@@ -503,12 +498,7 @@ async fn stalled_readers_hold_back_nothing_and_hold_no_backlog() {
     let server = start(config()).await;
     let c = Client::new(&server.base);
     let id = quick_session(&c, 5).await;
-    c.post(
-        &format!("/sessions/{id}/train"),
-        &json!({"epochs": 1_000_000, "wait": false, "return_loss": false}),
-    )
-    .await
-    .expect(202);
+    start_long_job(&c, &id, false).await;
     wait_progress(&c, &id, 1).await;
     // 20 streams whose clients send the request and then read nothing at all.
     let mut stalled = Vec::new();
@@ -573,12 +563,7 @@ async fn a_job_cut_by_kill_9_is_interrupted_with_what_it_committed_and_sigterm_c
     let mut server = start_args(args.clone()).await;
     let c = Client::new(&server.base);
     let id = c.slow_session().await;
-    c.post(
-        &format!("/sessions/{id}/train"),
-        &json!({"epochs": 1_000_000, "wait": false}),
-    )
-    .await
-    .expect(202);
+    start_long_job(&c, &id, true).await;
     // Let a few checkpoints commit.
     wait_progress(&c, &id, 5).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
