@@ -10,6 +10,9 @@
 #[path = "support/server.rs"]
 mod server;
 
+#[path = "support/timing.rs"]
+mod timing;
+
 #[path = "connections/client.rs"]
 mod client;
 

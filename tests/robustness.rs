@@ -7,6 +7,9 @@
 #[path = "support/server.rs"]
 mod server;
 
+#[path = "support/timing.rs"]
+mod timing;
+
 #[path = "robustness/harness.rs"]
 mod harness;
 

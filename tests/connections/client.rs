@@ -9,29 +9,10 @@ use backprop_server::Config;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::server::{ServerProcess, binary};
 
-/// Held shared by tests whose bounds are loose, exclusively by those that measure latency.
-static TIMING: RwLock<()> = RwLock::const_new(());
-
-pub async fn shared() -> RwLockReadGuard<'static, ()> {
-    TIMING.read().await
-}
-
-pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    TIMING.write().await
-}
-
-/// Two workers and no session expiry; the timeouts are each test's own.
-pub fn config() -> Config {
-    Config {
-        workers: 2,
-        session_ttl_secs: 0,
-        ..Config::default()
-    }
-}
+pub use crate::timing::{config, exclusive, shared};
 
 /// Starts the real binary with `config` on 127.0.0.1:0; with `open_files`, under that
 /// open-file limit, soft and hard (`prlimit --nofile=N:N`), so the server cannot raise it.

@@ -6,31 +6,11 @@ use backprop_server::Config;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::task::JoinHandle;
 
 use crate::server::ServerProcess;
 
-/// Held shared by ordinary tests and exclusively by those that measure time or memory.
-/// tokio's lock is fair, so a waiting exclusive test is not starved by readers.
-static TIMING: RwLock<()> = RwLock::const_new(());
-
-pub async fn shared() -> RwLockReadGuard<'static, ()> {
-    TIMING.read().await
-}
-
-pub async fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    TIMING.write().await
-}
-
-/// Two workers (the machine has two cores) and no idle expiry unless a test wants it.
-pub fn config() -> Config {
-    Config {
-        workers: 2,
-        session_ttl_secs: 0,
-        ..Config::default()
-    }
-}
+pub use crate::timing::{config, exclusive, shared};
 
 /// A running server process: a client for it, and the means to stop it.
 pub struct Server {
